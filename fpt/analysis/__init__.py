@@ -1,0 +1,1 @@
+"""Tables and figures, built only from collected metrics (and saved attention arrays)."""

@@ -1,0 +1,198 @@
+"""The `fpt` command: train one run, describe a model, fetch pretrained weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from fpt.spec import RunSpec
+
+
+def _depth(v: str) -> int | str:
+    if v == "all":
+        return v
+    try:
+        d = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"depth must be 'all' or a positive integer, not {v!r}"
+        ) from None
+    if d < 1:
+        raise argparse.ArgumentTypeError("depth must be >= 1")
+    return d
+
+
+def _option(v: str) -> tuple[str, object]:
+    if "=" not in v:
+        raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE (VALUE as JSON), not {v!r}")
+    k, raw = v.split("=", 1)
+    try:
+        return k, json.loads(raw)
+    except json.JSONDecodeError:
+        return k, raw
+
+
+def _add_model_args(p: argparse.ArgumentParser, steps: bool = True) -> None:
+    from fpt.models import FAMILIES, INITS, PRESETS
+    from fpt.models.fpt import INPUT_INITS
+    from fpt.tasks import TASKS
+
+    d = {f.name: f.default for f in fields(RunSpec) if f.name != "options"}
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--backbone", required=True, choices=sorted(FAMILIES))
+    p.add_argument("--size", help="model size (default: the family's default, e.g. small for gpt2)")
+    p.add_argument("--init", default=d["init"], choices=INITS)
+    p.add_argument("--trainable", default=d["trainable"], choices=list(PRESETS))
+    p.add_argument(
+        "--depth", default=d["depth"], type=_depth, help="keep the first K blocks, or 'all'"
+    )
+    p.add_argument("--input-init", default=d["input_init"], choices=INPUT_INITS)
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=_option,
+        metavar="KEY=VALUE",
+        help="task option",
+    )
+    p.add_argument(
+        "--weights-dir",
+        type=Path,
+        help="local from_pretrained folders (default: $FPT_WEIGHTS_DIR or weights/)",
+    )
+    p.add_argument("--data-dir", type=Path, help="datasets folder")
+    if steps:
+        p.add_argument("--lr", default=d["lr"], type=float)
+        p.add_argument("--seed", default=d["seed"], type=int)
+        p.add_argument("--steps", default=d["steps"], type=int)
+        p.add_argument("--batch-size", default=d["batch_size"], type=int)
+        p.add_argument("--micro-batch-size", default=d["micro_batch_size"], type=int)
+        p.add_argument("--eval-every", default=d["eval_every"], type=int)
+        p.add_argument("--eval-batch-size", default=d["eval_batch_size"], type=int)
+        p.add_argument("--ckpt-every", default=d["ckpt_every"], type=int)
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--threads", type=int, help="CPU threads for torch")
+
+
+def _spec(args: argparse.Namespace) -> RunSpec:
+    from fpt.models.backbones import family
+
+    size = args.size or family(args.backbone).default_size
+    keys = {f.name for f in fields(RunSpec)} - {"options", "size"}
+    values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    return RunSpec.from_json({**values, "size": size, "options": dict(args.option)})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fpt.train import train
+
+    spec = _spec(args)
+    metrics = train(
+        spec,
+        args.out,
+        device=args.device,
+        weights_dir=args.weights_dir,
+        data_dir=args.data_dir,
+        threads=args.threads,
+    )
+    print(metrics)
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    import torch
+
+    from fpt.models import build_model, count_params
+    from fpt.tasks import make_task
+
+    spec = _spec(args)
+    options = dict(spec.options)
+    if args.data_dir is not None:
+        options.setdefault("data_dir", str(args.data_dir))
+    task = make_task(spec.task, "cpu", options)
+    torch.manual_seed(0)
+    model = build_model(
+        task,
+        spec.backbone,
+        spec.size,
+        spec.init,
+        spec.trainable,
+        spec.depth_int,
+        spec.input_init,
+        args.weights_dir,
+    )
+    counts = count_params(model)
+    out = {
+        "backbone": spec.backbone,
+        "size": spec.size,
+        "init": spec.init,
+        "trainable_preset": spec.trainable,
+        "depth": model.backbone.n_layers,
+        "width": model.backbone.width,
+        "total_params": counts["all"]["total"],
+        "trainable_params": counts["all"]["trainable"],
+        "trainable_fraction": counts["all"]["trainable"] / counts["all"]["total"],
+        "groups": {k: v for k, v in counts.items() if k != "all"},
+        "task_shape": task.describe(),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    from fpt.models.backbones import family, fetch_weights
+
+    size = args.size or family(args.backbone).default_size
+    print(fetch_weights(args.backbone, size, args.weights_dir))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fpt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one grid point; resumes from OUT's checkpoint")
+    _add_model_args(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="run folder: metrics.parquet, spec.json, checkpoint/",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "describe", help="parameter counts (total/trainable per group) and task shape as JSON"
+    )
+    _add_model_args(p, steps=False)
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser(
+        "fetch-weights", help="download pretrained weights into the weights dir (needs internet)"
+    )
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--size")
+    p.add_argument("--weights-dir", type=Path)
+    p.set_defaults(func=cmd_fetch_weights)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    from fpt.models.backbones import BackboneUnavailable
+
+    try:
+        return args.func(args)
+    except (BackboneUnavailable, FileNotFoundError, ValueError) as exc:
+        print(f"fpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

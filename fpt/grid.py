@@ -1,0 +1,174 @@
+"""Experiments -> run specs -> run paths: the one source of truth for what the pipeline
+trains. Imported by the Snakefile and by the tests.
+
+A run's settings merge, most specific last: RunSpec defaults, config `defaults`,
+`tasks.<task>`, the experiment's `settings`, then the grid point. Identical specs from
+different experiments are one run (one path).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from fpt.models.backbones import CONFIG_DIR, family
+from fpt.models.freezing import PRESETS
+from fpt.spec import AXES, RunSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the key, the problem and the fix."""
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _where(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    for key, prop in schema["properties"].items():
+        if "default" in prop and key not in out:
+            out[key] = prop["default"]
+    return out
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Check `config` against the schema and the registries; return it with defaults filled.
+    Raises ConfigError naming the offending key and the allowed values."""
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(
+        validator.iter_errors(config),
+        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+    )
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        hint = ""
+        if err.validator == "enum":
+            hint = f" Allowed values: {', '.join(map(str, err.validator_value))}."
+        elif err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            hint = f" Allowed keys here: {', '.join(allowed)}." if allowed else ""
+        raise ConfigError(
+            f"{source}: invalid value at {_where(err.absolute_path)}: {err.message}.{hint}"
+        )
+    config = _fill_defaults(config, schema)
+    grid = expand(config, source=source)  # semantic checks (sizes, depths) happen here
+    del grid
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return validate_config(config, source=str(path))
+
+
+@cache
+def n_layers(backbone: str, size: str) -> int:
+    """Blocks in a backbone, read from its shipped architecture config (no weights needed)."""
+    cfg = json.loads((CONFIG_DIR / family(backbone).sizes[size].config).read_text())
+    return int(cfg.get("n_layer", cfg.get("num_hidden_layers")))
+
+
+def _grid_points(grid: dict[str, list] | list[dict[str, list]]) -> list[dict[str, Any]]:
+    products = grid if isinstance(grid, list) else [grid]
+    points = []
+    for prod in products:
+        keys = list(prod)
+        points += [
+            dict(zip(keys, vals, strict=True))
+            for vals in itertools.product(*(prod[k] for k in keys))
+        ]
+    return points
+
+
+def _merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in (layer or {}).items():
+            out[k] = {**out.get(k, {}), **v} if k == "options" else v
+    return out
+
+
+def make_spec(
+    config: dict[str, Any], experiment: dict[str, Any], point: dict[str, Any], where: str
+) -> RunSpec:
+    task = point["task"]
+    merged = _merge(
+        config.get("defaults"), config.get("tasks", {}).get(task), experiment.get("settings"), point
+    )
+    fam = family(merged["backbone"])
+    merged.setdefault("size", fam.default_size)
+    if merged["size"] not in fam.sizes:
+        raise ConfigError(
+            f"{where}: backbone {fam.name!r} has no size {merged['size']!r}. Allowed sizes for {fam.name}: "
+            f"{', '.join(fam.sizes)}."
+        )
+    depth = merged.get("depth", "all")
+    layers = n_layers(fam.name, merged["size"])
+    if depth != "all" and int(depth) > layers:
+        raise ConfigError(
+            f"{where}: depth={depth} but {fam.name} ({merged['size']}) has only {layers} blocks. Use 1..{layers} or 'all'."
+        )
+    if merged.get("trainable", "fpt") not in PRESETS:
+        raise ConfigError(f"{where}: unknown trainable preset {merged['trainable']!r}")
+    spec = RunSpec.from_json(merged)
+    if spec.micro_batch_size > spec.batch_size:
+        spec = RunSpec.from_json({**spec.to_json(), "micro_batch_size": spec.batch_size})
+    return spec
+
+
+@dataclass
+class Grid:
+    """All runs of a config (path -> spec) and which runs each experiment needs."""
+
+    runs: dict[str, RunSpec] = field(default_factory=dict)
+    experiments: dict[str, list[str]] = field(default_factory=dict)
+
+    def specs(self, experiment: str) -> list[RunSpec]:
+        return [self.runs[p] for p in self.experiments[experiment]]
+
+
+def expand(config: dict[str, Any], source: str = "config") -> Grid:
+    grid = Grid()
+    for name, exp in config["experiments"].items():
+        paths: list[str] = []
+        for i, point in enumerate(_grid_points(exp["grid"])):
+            spec = make_spec(
+                config, exp, point, where=f"{source}: experiments.{name} (grid point {i}: {point})"
+            )
+            if spec.path not in paths:
+                paths.append(spec.path)
+            grid.runs.setdefault(spec.path, spec)
+        grid.experiments[name] = paths
+    return grid
+
+
+def axis_columns() -> tuple[str, ...]:
+    return AXES

@@ -1,0 +1,125 @@
+"""The per-run metrics contract (DESIGN.md): one Parquet file per run, one row per
+evaluation and split, every grid axis as a column, plus run-level provenance columns.
+Written atomically so a crash never leaves a half file that looks finished."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Bump when columns change meaning; readers refuse files from another schema version.
+SCHEMA_VERSION = 1
+
+SCHEMA = pa.schema(
+    [
+        ("task", pa.string()),
+        ("backbone", pa.string()),
+        ("size", pa.string()),
+        ("init", pa.string()),
+        ("trainable", pa.string()),
+        ("depth", pa.string()),
+        ("input_init", pa.string()),
+        ("lr", pa.float64()),
+        ("seed", pa.int64()),
+        ("settings", pa.string()),
+        ("run", pa.string()),
+        ("step", pa.int64()),
+        ("samples", pa.int64()),
+        ("wall_s", pa.float64()),
+        ("split", pa.string()),
+        ("loss", pa.float64()),
+        ("accuracy", pa.float64()),
+        ("diverged", pa.bool_()),
+        ("trainable_params", pa.int64()),
+        ("total_params", pa.int64()),
+        ("steps", pa.int64()),
+        ("batch_size", pa.int64()),
+        ("device", pa.string()),
+        ("torch_version", pa.string()),
+        ("transformers_version", pa.string()),
+        ("fpt_version", pa.string()),
+        ("python_version", pa.string()),
+        ("git_rev", pa.string()),
+        ("schema_version", pa.int64()),
+    ]
+)
+COLUMNS = SCHEMA.names
+
+
+class MetricsSchemaError(ValueError):
+    pass
+
+
+@cache
+def git_revision() -> str:
+    """HEAD of the fpt checkout (with +dirty for uncommitted changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+
+
+def provenance(device: str) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    import fpt
+
+    return {
+        "device": device,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "fpt_version": fpt.__version__,
+        "python_version": platform.python_version(),
+        "git_rev": git_revision(),
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
+
+
+def write_atomic(table: pa.Table, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_run(path: str | Path) -> pd.DataFrame:
+    """A run's metrics; refuses files written under another schema version."""
+    df = pq.read_table(path).to_pandas()
+    versions = set(df["schema_version"].unique()) if "schema_version" in df else {None}
+    if versions != {SCHEMA_VERSION}:
+        raise MetricsSchemaError(
+            f"{path} was written with metrics schema {sorted(map(str, versions))}, this fpt reads "
+            f"version {SCHEMA_VERSION}. Fix: retrain that run (delete its folder) or use the fpt version that wrote it."
+        )
+    return df

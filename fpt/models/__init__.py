@@ -1,0 +1,45 @@
+"""Backbones, freezing presets and the FPT wrapper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fpt.models.backbones import FAMILIES, BackboneUnavailable, build_backbone
+from fpt.models.fpt import FPT, count_params
+from fpt.models.freezing import PRESETS
+from fpt.tasks.base import Task
+
+INITS = ("pretrained", "random")
+
+
+def build_model(
+    task: Task,
+    backbone: str,
+    size: str,
+    init: str,
+    trainable: str,
+    depth: int | None = None,
+    input_init: str = "orthogonal",
+    weights_dir: Path | None = None,
+    output_attentions: bool = False,
+) -> FPT:
+    """The FPT model for one run, frozen per `trainable`. Seed torch before calling: random
+    backbone weights and the new layers come from the global RNG."""
+    bb = build_backbone(backbone, size, init, depth, weights_dir, output_attentions)
+    model = FPT(bb, task.input, task.head, input_init=input_init)
+    model.freeze(trainable)
+    return model
+
+
+__all__ = [
+    "FAMILIES",
+    "FPT",
+    "INITS",
+    "PRESETS",
+    "BackboneUnavailable",
+    "build_model",
+    "count_params",
+    "torch",
+]

@@ -1,0 +1,99 @@
+"""The Frozen Pretrained Transformer: a new input layer, a (mostly frozen) backbone driven
+through `inputs_embeds`, dropout, and a new output layer on the answer tokens."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fpt.models.backbones import Backbone
+from fpt.models.freezing import apply_preset
+from fpt.tasks.base import HeadSpec, InputSpec
+
+INPUT_INITS = ("orthogonal", "default")
+
+
+class FPT(nn.Module):
+    def __init__(
+        self,
+        backbone: Backbone,
+        input_spec: InputSpec,
+        head: HeadSpec,
+        input_init: str = "orthogonal",
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if input_spec.n_tokens > backbone.max_positions:
+            raise ValueError(
+                f"the task has {input_spec.n_tokens} tokens but the {backbone.family} backbone has only "
+                f"{backbone.max_positions} positions"
+            )
+        self.input_spec, self.head = input_spec, head
+        width = backbone.width
+        if input_spec.kind == "tokens":
+            self.input_layer: nn.Module = nn.Embedding(input_spec.dim, width)
+        else:
+            self.input_layer = nn.Linear(input_spec.dim, width)
+            if input_init == "orthogonal":  # the reference code's init
+                nn.init.orthogonal_(self.input_layer.weight, gain=1.41)
+                nn.init.zeros_(self.input_layer.bias)
+            elif input_init != "default":
+                raise ValueError(f"input_init={input_init!r}; use one of {INPUT_INITS}")
+        self.dropout = nn.Dropout(dropout)
+        self.backbone = backbone
+        self.output_layer = nn.Linear(width, head.outputs_per_token * head.n_classes)
+
+    def freeze(self, preset: str) -> None:
+        apply_preset(self, preset, self.backbone, self.input_layer, self.output_layer)
+
+    def features(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, output_attentions: bool = False
+    ):
+        """Backbone hidden states of the answer tokens: (B, n_answer_tokens, width)."""
+        h = self.dropout(self.input_layer(x))
+        mask = None
+        if lengths is not None:  # right-padded token tasks: mask the padding
+            mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
+        out = self.backbone(h, attention_mask=mask, output_attentions=output_attentions)
+        hidden, attn = out if output_attentions else (out, None)
+        k = self.head.n_answer_tokens
+        if lengths is None:
+            ans = hidden[:, -k:]
+        else:  # the last k real tokens of each example
+            idx = lengths[:, None] - k + torch.arange(k, device=x.device)[None]
+            ans = hidden.gather(1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
+        return (ans, attn) if output_attentions else ans
+
+    def head_logits(self, answer_hidden: torch.Tensor) -> torch.Tensor:
+        """(B, n_answer_tokens, width) -> (B, n_outputs, n_classes)."""
+        b = answer_hidden.shape[0]
+        return self.output_layer(answer_hidden).reshape(b, self.head.n_outputs, self.head.n_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head_logits(self.features(x, lengths))
+
+
+def count_params(model: FPT) -> dict[str, dict[str, int]]:
+    """Total and trainable parameter counts per group, plus the overall totals."""
+    g = model.backbone.groups()
+    groups = {
+        "input": [model.input_layer],
+        "output": [model.output_layer],
+        "pos": g.pos,
+        "ln": g.ln,
+        "attn": [m for blk in g.attn for m in blk],
+        "ff": [m for blk in g.ff for m in blk],
+        "unused": g.unused,
+    }
+    out: dict[str, dict[str, int]] = {}
+    for name, mods in groups.items():
+        params = {id(p): p for m in mods for p in m.parameters()}.values()
+        out[name] = {
+            "total": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad),
+        }
+    out["all"] = {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    return out

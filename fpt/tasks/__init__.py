@@ -1,0 +1,26 @@
+"""Task registry: config name -> task class. The schema's `task` enum must match it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fpt.tasks.base import Batch, HeadSpec, InputSpec, Task
+from fpt.tasks.bits import BitMemory, BitXOR
+
+TASKS: dict[str, type[Task]] = {
+    "bit_memory": BitMemory,
+    "bit_xor": BitXOR,
+}
+
+
+def make_task(
+    name: str, device: torch.device | str = "cpu", options: dict[str, Any] | None = None
+) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name](torch.device(device), options)
+
+
+__all__ = ["TASKS", "Batch", "HeadSpec", "InputSpec", "Task", "make_task"]

@@ -1,0 +1,104 @@
+"""What every task owns: its input spec, its head shape, its batches, its loss and metric.
+
+A task hands the model tensors already on the training device. Training batches come from a
+seeded generator (synthetic tasks) or a seeded sampler over a fixed dataset; evaluation runs
+over a fixed, seeded set so that every evaluation of every run measures the same thing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How examples reach the backbone: `n_tokens` tokens of `dim` features (continuous) or
+    token ids below `dim` (kind="tokens", `dim` is then the vocabulary size)."""
+
+    kind: Literal["continuous", "tokens"]
+    dim: int
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The output layer reads the last `n_answer_tokens` tokens and predicts
+    `outputs_per_token` labels of `n_classes` classes from each of them."""
+
+    n_answer_tokens: int
+    outputs_per_token: int
+    n_classes: int
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_answer_tokens * self.outputs_per_token
+
+
+@dataclass
+class Batch:
+    """`x`: (B, T, dim) floats or (B, T) ids; `y`: (B, n_outputs) class labels;
+    `lengths`: (B,) real lengths for padded token tasks, else None."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    lengths: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def split(self, size: int) -> list[Batch]:
+        """Micro-batches of at most `size` examples."""
+        n = len(self)
+        out = []
+        for i in range(0, n, size):
+            lengths = None if self.lengths is None else self.lengths[i : i + size]
+            out.append(Batch(self.x[i : i + size], self.y[i : i + size], lengths))
+        return out
+
+
+class Task(ABC):
+    """One task of the paper. Subclasses set `name`, `input`, `head` and `eval_splits`."""
+
+    name: str
+    input: InputSpec
+    head: HeadSpec
+    # Splits evaluated at every evaluation. "val" drives model selection (early stopping,
+    # lr sweeps); test splits are reported.
+    eval_splits: tuple[str, ...] = ("val", "test")
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        self.device = device
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """A fresh training batch on `self.device`, drawn from `generator` (same device)."""
+
+    @abstractmethod
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        """The fixed evaluation set of `split` in batches of at most `batch_size`."""
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over every predicted label (per bit for the bit tasks)."""
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+    def n_correct(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Number of correctly predicted labels; accuracy = n_correct / y.numel()."""
+        return (logits.argmax(-1) == y).sum()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "input_kind": self.input.kind,
+            "tokens": self.input.n_tokens,
+            "token_dim": self.input.dim,
+            "answer_tokens": self.head.n_answer_tokens,
+            "outputs_per_token": self.head.outputs_per_token,
+            "classes": self.head.n_classes,
+        }

@@ -1,0 +1,113 @@
+"""Bit Memory and Bit XOR (PAPER.md, Tasks), generated on the device.
+
+Both tasks are synthetic: training batches are drawn fresh from the run's generator; the
+val and test sets are fixed, drawn once from `data_seed` (shared by every run, so every run
+is scored on the same examples) on the CPU so they are identical on every device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from fpt.tasks.base import Batch, HeadSpec, InputSpec, Task
+
+# Offsets added to data_seed per split, so val and test never share examples by seed.
+_SPLIT_SEED_OFFSET = {"val": 1, "test": 2}
+
+
+class _SyntheticTask(Task):
+    """Fixed eval sets plus fresh training batches, both from `self.sample`."""
+
+    defaults: dict[str, Any] = {"val_size": 256, "test_size": 1024, "data_seed": 1234}
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, {**self.defaults, **(options or {})})
+        self._eval_sets: dict[str, Batch] = {}
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        return self.sample(batch_size, generator)
+
+    def eval_set(self, split: str) -> Batch:
+        if split not in self._eval_sets:
+            g = torch.Generator().manual_seed(
+                int(self.options["data_seed"]) + _SPLIT_SEED_OFFSET[split]
+            )
+            batch = self._sample_on(torch.device("cpu"), int(self.options[f"{split}_size"]), g)
+            self._eval_sets[split] = Batch(batch.x.to(self.device), batch.y.to(self.device))
+        return self._eval_sets[split]
+
+    def _sample_on(self, device: torch.device, n: int, generator: torch.Generator) -> Batch:
+        saved, self.device = self.device, device
+        try:
+            return self.sample(n, generator)
+        finally:
+            self.device = saved
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        yield from self.eval_set(split).split(batch_size)
+
+
+class BitMemory(_SyntheticTask):
+    """Five random +-1 strings, then a copy of one of them with each bit zeroed with
+    probability `mask_prob`; predict the original string. The 6 x n_bits input is cut into
+    patches of `patch` bits (tokens); the last n_bits/patch tokens (the masked copy) answer,
+    each with `patch` bits of 2 logits."""
+
+    name = "bit_memory"
+    defaults = {
+        **_SyntheticTask.defaults,
+        "n_bits": 1000,
+        "n_strings": 5,
+        "patch": 50,
+        "mask_prob": 0.5,
+    }
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, options)
+        n_bits, patch, n_strings = (int(self.options[k]) for k in ("n_bits", "patch", "n_strings"))
+        if n_bits % patch:
+            raise ValueError(f"bit_memory: n_bits={n_bits} is not a multiple of patch={patch}")
+        self.n_bits, self.patch, self.n_strings = n_bits, patch, n_strings
+        per_string = n_bits // patch
+        self.input = InputSpec("continuous", patch, (n_strings + 1) * per_string)
+        self.head = HeadSpec(n_answer_tokens=per_string, outputs_per_token=patch, n_classes=2)
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        dev = self.device
+        bits = torch.randint(
+            0, 2, (n, self.n_strings, self.n_bits), generator=generator, device=dev
+        )
+        which = torch.randint(0, self.n_strings, (n,), generator=generator, device=dev)
+        target = bits[torch.arange(n, device=dev), which]  # (n, n_bits) in {0, 1}
+        keep = torch.rand((n, self.n_bits), generator=generator, device=dev) >= float(
+            self.options["mask_prob"]
+        )
+        signs = bits.float() * 2 - 1
+        query = (target.float() * 2 - 1) * keep
+        x = torch.cat([signs, query[:, None]], dim=1).reshape(n, -1, self.patch)
+        return Batch(x, target)
+
+
+class BitXOR(_SyntheticTask):
+    """Two random `n_bits`-bit strings, one bit per token; the second string's tokens each
+    predict the XOR of their bit with the bit at the same position of the first string."""
+
+    name = "bit_xor"
+    defaults = {**_SyntheticTask.defaults, "n_bits": 5}
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, options)
+        self.n_bits = int(self.options["n_bits"])
+        self.input = InputSpec("continuous", 1, 2 * self.n_bits)
+        self.head = HeadSpec(n_answer_tokens=self.n_bits, outputs_per_token=1, n_classes=2)
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        bits = torch.randint(0, 2, (n, 2, self.n_bits), generator=generator, device=self.device)
+        y = bits[:, 0] ^ bits[:, 1]
+        return Batch(bits.reshape(n, 2 * self.n_bits, 1).float(), y)

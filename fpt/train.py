@@ -1,0 +1,290 @@
+"""The training loop: Adam, gradient clipping, micro-batches with accumulation, evaluation
+on the fixed val/test sets every `eval_every` steps, atomic checkpoints with resume,
+SIGTERM/SIGUSR1 handling, divergence detection, and the run's metrics.parquet."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fpt import checkpoint
+from fpt.metrics import provenance, to_table, write_atomic
+from fpt.models import build_model, count_params
+from fpt.spec import RunSpec
+from fpt.tasks import Task, make_task
+
+log = logging.getLogger("fpt.train")
+
+# Exit status after a preemption signal: the checkpoint is written, rerun to resume.
+# 75 is EX_TEMPFAIL ("try again later"); Snakemake/SLURM treat it as a failed attempt and retry.
+EXIT_PREEMPTED = 75
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto"
+        )
+    return torch.device(device)
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        # Bitwise-repeatable runs on CPU (resume == uninterrupted is tested on this).
+        torch.use_deterministic_algorithms(True)
+
+
+class _Preempted:
+    """Set by SIGTERM/SIGUSR1 (SLURM's pre-timeout warning); the loop checkpoints and exits."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signum = signum
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self)
+
+
+@torch.inference_mode()
+def evaluate(model, task: Task, split: str, batch_size: int, autocast) -> tuple[float, float]:
+    """Mean loss and accuracy over the whole fixed `split` set."""
+    model.eval()
+    loss_sum = torch.zeros((), device=task.device, dtype=torch.float64)
+    correct = torch.zeros((), device=task.device, dtype=torch.int64)
+    n = 0
+    for b in task.eval_batches(split, batch_size):
+        with autocast():
+            logits = model(b.x, b.lengths)
+        loss_sum += task.loss(logits, b.y).double() * b.y.numel()
+        correct += task.n_correct(logits, b.y)
+        n += b.y.numel()
+    model.train()
+    return (loss_sum / n).item(), (correct.double() / n).item()
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """Only trainable tensors are checkpointed; frozen ones are rebuilt from weights + seed."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
+
+
+def train(
+    spec: RunSpec,
+    out_dir: str | Path,
+    device: str = "auto",
+    weights_dir: Path | None = None,
+    data_dir: Path | None = None,
+    threads: int | None = None,
+    progress: bool | None = None,
+    handle_signals: bool = True,
+) -> Path:
+    """Train one run into `out_dir` (resuming from its checkpoint) and return metrics.parquet."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    seed_everything(spec.seed, dev)
+
+    options = dict(spec.options)
+    if data_dir is not None:
+        options.setdefault("data_dir", str(data_dir))
+    task = make_task(spec.task, dev, options)
+    model = build_model(
+        task,
+        spec.backbone,
+        spec.size,
+        spec.init,
+        spec.trainable,
+        spec.depth_int,
+        spec.input_init,
+        weights_dir,
+    ).to(dev)
+    params = [
+        p for p in model.parameters() if p.requires_grad
+    ]  # no optimizer state for frozen weights
+    opt = torch.optim.Adam(params, lr=spec.lr, **({"fused": True} if dev.type == "cuda" else {}))
+    counts = count_params(model)
+    generator = torch.Generator(device=dev).manual_seed(spec.seed)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+
+    run_cols = {
+        **spec.axis_values(),
+        "lr": spec.lr,
+        "seed": spec.seed,
+        "settings": spec.settings_hash(),
+        "run": spec.path,
+        "trainable_params": counts["all"]["trainable"],
+        "total_params": counts["all"]["total"],
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        **provenance(str(dev)),
+    }
+
+    ckpt_dir = out_dir / "checkpoint"
+    spec_json = spec.to_json()
+    state = checkpoint.load_latest(ckpt_dir, spec_json)
+    rows: list[dict[str, Any]] = []
+    step, wall_prev = 0, 0.0
+    acc = {
+        "loss": torch.zeros((), device=dev, dtype=torch.float64),
+        "correct": torch.zeros((), device=dev, dtype=torch.int64),
+        "n": 0,
+    }
+    if state is not None:
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], generator)
+        step, wall_prev, rows = state["step"], state["wall_s"], state["rows"]
+        acc = {
+            "loss": state["acc"]["loss"].to(dev),
+            "correct": state["acc"]["correct"].to(dev),
+            "n": state["acc"]["n"],
+        }
+        log.info("resuming %s from step %d", spec.path, step)
+
+    preempted = _Preempted()
+    if handle_signals:
+        preempted.install()
+    t0 = time.monotonic()
+
+    def wall() -> float:
+        return wall_prev + time.monotonic() - t0
+
+    def save_ckpt() -> None:
+        checkpoint.save(
+            ckpt_dir,
+            {
+                "spec": spec_json,
+                "step": step,
+                "wall_s": wall(),
+                "rows": rows,
+                "model": trainable_state(model),
+                "optimizer": opt.state_dict(),
+                "rng": _rng_state(generator),
+                "acc": {"loss": acc["loss"].cpu(), "correct": acc["correct"].cpu(), "n": acc["n"]},
+            },
+        )
+
+    def record(diverged: bool = False) -> bool:
+        """Evaluate and append rows; return False when the run has diverged."""
+        common = {
+            **run_cols,
+            "step": step,
+            "samples": step * spec.batch_size,
+            "wall_s": wall(),
+            "diverged": diverged,
+        }
+        new = []
+        if acc["n"]:
+            tl = (acc["loss"] / acc["n"]).item()
+            new.append(
+                {
+                    **common,
+                    "split": "train",
+                    "loss": tl,
+                    "accuracy": (acc["correct"].double() / acc["n"]).item(),
+                }
+            )
+        for split in task.eval_splits:
+            loss, accuracy = evaluate(model, task, split, spec.eval_batch_size, autocast)
+            new.append({**common, "split": split, "loss": loss, "accuracy": accuracy})
+        acc["loss"].zero_(), acc["correct"].zero_()
+        acc["n"] = 0
+        if any(not math.isfinite(r["loss"]) for r in new):
+            return False
+        rows.extend(new)
+        return True
+
+    model.train()
+    diverged = False
+    if step == 0 and not rows:
+        record()
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=spec.steps, initial=step, disable=not show, desc=spec.task, dynamic_ncols=True)
+    while step < spec.steps:
+        batch = task.train_batch(spec.batch_size, generator)
+        opt.zero_grad(set_to_none=True)
+        for mb in batch.split(spec.micro_batch_size):
+            with autocast():
+                logits = model(mb.x, mb.lengths)
+                loss = task.loss(logits, mb.y)
+            (loss * (len(mb) / len(batch))).backward()
+            acc["loss"] += loss.detach().double() * mb.y.numel()
+            acc["correct"] += task.n_correct(logits.detach(), mb.y)
+            acc["n"] += mb.y.numel()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % spec.eval_every == 0 or step == spec.steps:
+            if not record():
+                diverged = True
+                log.warning(
+                    "%s diverged (non-finite loss) by step %d; ending the run as a result",
+                    spec.path,
+                    step,
+                )
+                break
+            last = {r["split"]: r["accuracy"] for r in rows[-len(task.eval_splits) - 1 :]}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
+            if not show:
+                log.info(
+                    "step %d/%d %s",
+                    step,
+                    spec.steps,
+                    " ".join(f"{k}={v:.4f}" for k, v in last.items()),
+                )
+        if step % spec.ckpt_every == 0 and step < spec.steps:
+            save_ckpt()
+        if preempted.signum is not None:
+            save_ckpt()
+            bar.close()
+            log.warning(
+                "received signal %d at step %d: checkpoint written, exiting %d",
+                preempted.signum,
+                step,
+                EXIT_PREEMPTED,
+            )
+            raise SystemExit(EXIT_PREEMPTED)
+    bar.close()
+    if diverged:
+        for r in rows:
+            r["diverged"] = True
+    save_ckpt()  # the final model, for the attention-map rule and for inspection
+    metrics = out_dir / "metrics.parquet"
+    write_atomic(to_table(rows), metrics)
+    return metrics
