@@ -20,7 +20,8 @@ import yaml
 
 from fpt.models.backbones import CONFIG_DIR, family
 from fpt.models.freezing import PRESETS
-from fpt.spec import AXES, RunSpec
+from fpt.models.init import bit_memory_source as init_source
+from fpt.spec import RunSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -93,7 +94,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def n_layers(backbone: str, size: str) -> int:
     """Blocks in a backbone, read from its shipped architecture config (no weights needed)."""
     cfg = json.loads((CONFIG_DIR / family(backbone).sizes[size].config).read_text())
-    return int(cfg.get("n_layer", cfg.get("num_hidden_layers")))
+    for key in ("n_layer", "num_hidden_layers", "num_layers"):  # GPT-2; BERT-likes, ViT; T5, LSTM
+        if key in cfg:
+            return int(cfg[key])
+    raise KeyError(f"{backbone} ({size}): no layer count in its config")
 
 
 def _grid_points(grid: dict[str, list] | list[dict[str, list]]) -> list[dict[str, Any]]:
@@ -138,6 +142,13 @@ def make_spec(
         )
     if merged.get("trainable", "fpt") not in PRESETS:
         raise ConfigError(f"{where}: unknown trainable preset {merged['trainable']!r}")
+    if merged.get("init", "pretrained") in ("pretrained", "stats") and not any(
+        info.hub_id for info in fam.sizes.values()
+    ):
+        raise ConfigError(
+            f"{where}: init={merged.get('init', 'pretrained')!r} needs pretrained weights, and "
+            f"{fam.name} has no public checkpoint. Use init random or bit_memory."
+        )
     spec = RunSpec.from_json(merged)
     if spec.micro_batch_size > spec.batch_size:
         spec = RunSpec.from_json({**spec.to_json(), "micro_batch_size": spec.batch_size})
@@ -150,6 +161,8 @@ class Grid:
 
     runs: dict[str, RunSpec] = field(default_factory=dict)
     experiments: dict[str, list[str]] = field(default_factory=dict)
+    # init=bit_memory runs -> their Bit Memory pretraining run (also in `runs`).
+    sources: dict[str, str] = field(default_factory=dict)
 
     def specs(self, experiment: str) -> list[RunSpec]:
         return [self.runs[p] for p in self.experiments[experiment]]
@@ -166,9 +179,16 @@ def expand(config: dict[str, Any], source: str = "config") -> Grid:
             if spec.path not in paths:
                 paths.append(spec.path)
             grid.runs.setdefault(spec.path, spec)
+            if spec.init == "bit_memory":
+                src = bit_memory_source(config, spec)
+                grid.runs.setdefault(src.path, src)
+                grid.sources[spec.path] = src.path
         grid.experiments[name] = paths
     return grid
 
 
-def axis_columns() -> tuple[str, ...]:
-    return AXES
+def bit_memory_source(config: dict[str, Any], spec: RunSpec) -> RunSpec:
+    """The Bit Memory pretraining run of an init=bit_memory run under `config`: its settings
+    are the config's `defaults` < `tasks.bit_memory` (fpt.models.init.bit_memory_source)."""
+    settings = _merge(config.get("defaults"), config.get("tasks", {}).get("bit_memory"))
+    return init_source(spec, settings)

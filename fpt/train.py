@@ -20,6 +20,7 @@ from tqdm import tqdm
 from fpt import checkpoint
 from fpt.metrics import provenance, to_table, write_atomic
 from fpt.models import build_model, count_params
+from fpt.models.init import check_source
 from fpt.spec import RunSpec
 from fpt.tasks import Task, make_task
 
@@ -107,8 +108,11 @@ def train(
     threads: int | None = None,
     progress: bool | None = None,
     handle_signals: bool = True,
+    init_from: Path | None = None,
 ) -> Path:
-    """Train one run into `out_dir` (resuming from its checkpoint) and return metrics.parquet."""
+    """Train one run into `out_dir` (resuming from its checkpoint) and return metrics.parquet.
+    `init_from`: for init=bit_memory, the finished Bit Memory run folder whose backbone this
+    run loads (fpt.grid.bit_memory_source names it; the workflow passes it)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
@@ -121,6 +125,8 @@ def train(
     if data_dir is not None:
         options.setdefault("data_dir", str(data_dir))
     task = make_task(spec.task, dev, options)
+    if spec.init == "bit_memory" and init_from is not None:
+        check_source(spec, Path(init_from))  # the folder holds the run bit_memory_source derives
     model = build_model(
         task,
         spec.backbone,
@@ -130,6 +136,7 @@ def train(
         spec.depth_int,
         spec.input_init,
         weights_dir,
+        init_from=init_from,
     ).to(dev)
     params = [
         p for p in model.parameters() if p.requires_grad
@@ -199,14 +206,14 @@ def train(
             },
         )
 
-    def record(diverged: bool = False) -> bool:
-        """Evaluate and append rows; return False when the run has diverged."""
+    def record() -> bool:
+        """Evaluate and append rows; False when a loss is non-finite (the run diverged)."""
         common = {
             **run_cols,
             "step": step,
             "samples": step * spec.batch_size,
             "wall_s": wall(),
-            "diverged": diverged,
+            "diverged": False,  # set on every row at the end if the run diverges
         }
         new = []
         if acc["n"]:
@@ -224,18 +231,16 @@ def train(
             new.append({**common, "split": split, "loss": loss, "accuracy": accuracy})
         acc["loss"].zero_(), acc["correct"].zero_()
         acc["n"] = 0
-        if any(not math.isfinite(r["loss"]) for r in new):
-            return False
-        rows.extend(new)
-        return True
+        rows.extend(new)  # non-finite rows are kept too: they record when the run diverged
+        return all(math.isfinite(r["loss"]) for r in new)
 
     model.train()
     diverged = False
     if step == 0 and not rows:
-        record()
+        diverged = not record()
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=spec.steps, initial=step, disable=not show, desc=spec.task, dynamic_ncols=True)
-    while step < spec.steps:
+    while step < spec.steps and not diverged:
         batch = task.train_batch(spec.batch_size, generator)
         opt.zero_grad(set_to_none=True)
         for mb in batch.split(spec.micro_batch_size):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -131,43 +132,42 @@ def test_a_checkpoint_for_other_settings_is_not_resumed(tmp_path):
     assert json.loads((tmp_path / "spec.json").read_text())["steps"] == 30
 
 
-def test_divergence_ends_the_run_as_a_result(tmp_path):
-    # lr = 1 on a fully trained model with a huge input scale blows up to non-finite loss.
+def test_divergence_ends_the_run_as_a_result(tmp_path, monkeypatch):
+    """Training inputs turn non-finite after 12 steps (a stand-in for an exploding run): the
+    run ends at the next evaluation with diverged=true and keeps its earlier, finite rows."""
+    from fpt.tasks.bits import BitXOR
+
     spec = RunSpec(
         task="bit_xor",
         backbone="gpt2",
         size="tiny",
         init="random",
         trainable="full",
-        lr=1.0,
         steps=200,
         batch_size=8,
         eval_every=5,
         ckpt_every=100,
         options={"val_size": 16, "test_size": 16},
     )
-    task_scale = 1e30
+    orig, calls = BitXOR.train_batch, {"n": 0}
 
-    from fpt import tasks as tasks_mod
-
-    orig = tasks_mod.TASKS["bit_xor"].sample
-
-    def huge(self, n, g):
+    def exploding(self, n, g):
+        calls["n"] += 1
         b = orig(self, n, g)
-        b.x = b.x * task_scale
+        if calls["n"] > 12:
+            b.x = b.x * float("inf")
         return b
 
-    tasks_mod.TASKS["bit_xor"].sample = huge
-    try:
-        train(spec, tmp_path, device="cpu", handle_signals=False)
-    finally:
-        tasks_mod.TASKS["bit_xor"].sample = orig
-    df = read_run(tmp_path / "metrics.parquet")
+    monkeypatch.setattr(BitXOR, "train_batch", exploding)
+    df = read_run(train(spec, tmp_path, device="cpu", handle_signals=False))
     assert df["diverged"].all()
-    assert (
-        df["loss"].map(lambda v: v == v and abs(v) != float("inf")).all()
-    )  # only finite rows kept
-    assert df["step"].max() < spec.steps
+    assert df["step"].max() == 15  # stopped at the first evaluation after the blow-up
+    finite = df[np.isfinite(df["loss"])]
+    assert sorted(finite["step"].unique()) == [0, 5, 10]
+
+    from fpt.analysis.stats import final_rows
+
+    assert final_rows(df, "test")["step"].item() == 10  # tables report the value before divergence
 
 
 def test_cpu_training_is_deterministic(tmp_path):

@@ -87,6 +87,8 @@ def test_test_grid_trains_collects_and_renders(test_grid_run):
             & (finals.trainable == row.trainable)
         ]
         assert row.n == len(sel)
+        if row.n == 0:  # a model/task pair the grid does not train: the cell says "not run"
+            continue
         assert row.accuracy_mean == pytest.approx(sel["accuracy"].mean())
     fpt_xor = table[
         (table.task == "bit_xor") & (table.role == "FPT") & (table.backbone == "gpt2")

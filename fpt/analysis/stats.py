@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
@@ -41,8 +42,12 @@ def cell(values: list[float], diverged: list[bool] | None = None) -> Cell:
 
 
 def final_rows(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """One row per run: its last evaluation on `split`."""
-    d = df[df["split"] == split]
+    """One row per run: its last evaluation on `split` with a finite loss (for a diverged
+    run, the value before divergence, as the paper reports it)."""
+    d = df[
+        (df["split"] == split)
+        & pd.Series(np.isfinite(df["loss"].to_numpy(dtype=float)), index=df.index)
+    ]
     if d.empty:
         return d
     idx = d.groupby("run")["step"].idxmax()
