@@ -1,4 +1,5 @@
-"""The `fpt` command: train one run, describe a model, fetch pretrained weights."""
+"""The `fpt` command: train one run, describe a model, fetch pretrained weights and datasets,
+generate ListOps files."""
 
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ def _add_model_args(p: argparse.ArgumentParser, steps: bool = True) -> None:
         help="local from_pretrained folders (default: $FPT_WEIGHTS_DIR or weights/)",
     )
     p.add_argument("--data-dir", type=Path, help="datasets folder")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="init bit_memory: the finished Bit Memory run folder to load the backbone from",
+    )
     if steps:
         p.add_argument("--lr", default=d["lr"], type=float)
         p.add_argument("--seed", default=d["seed"], type=int)
@@ -98,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         weights_dir=args.weights_dir,
         data_dir=args.data_dir,
         threads=args.threads,
+        init_from=args.init_from,
     )
     print(metrics)
     return 0
@@ -115,15 +122,18 @@ def cmd_describe(args: argparse.Namespace) -> int:
         options.setdefault("data_dir", str(args.data_dir))
     task = make_task(spec.task, "cpu", options)
     torch.manual_seed(0)
+    # Without its source run, a bit_memory backbone is counted as the random one it starts as.
+    init = "random" if spec.init == "bit_memory" and args.init_from is None else spec.init
     model = build_model(
         task,
         spec.backbone,
         spec.size,
-        spec.init,
+        init,
         spec.trainable,
         spec.depth_int,
         spec.input_init,
         args.weights_dir,
+        init_from=args.init_from,
     )
     counts = count_params(model)
     out = {
@@ -143,11 +153,45 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from fpt.bench import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = _spec(args)
+    out = bench(
+        spec,
+        args.device,
+        args.warmup,
+        args.iters,
+        reference=not args.no_reference,
+        weights_dir=args.weights_dir,
+    )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def cmd_fetch_weights(args: argparse.Namespace) -> int:
     from fpt.models.backbones import family, fetch_weights
 
     size = args.size or family(args.backbone).default_size
     print(fetch_weights(args.backbone, size, args.weights_dir))
+    return 0
+
+
+def cmd_fetch_data(args: argparse.Namespace) -> int:
+    from fpt.data.download import fetch
+
+    print(fetch(args.dataset, args.data_dir))
+    return 0
+
+
+def cmd_make_listops(args: argparse.Namespace) -> int:
+    from fpt.tasks.listops_gen import run
+
+    print(run(args))
     return 0
 
 
@@ -178,6 +222,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size")
     p.add_argument("--weights-dir", type=Path)
     p.set_defaults(func=cmd_fetch_weights)
+
+    from fpt.data import DATASETS
+    from fpt.tasks.listops_gen import add_arguments as add_listops_gen_args
+
+    p = sub.add_parser(
+        "fetch-data", help="download and verify a dataset into the data dir (needs internet)"
+    )
+    p.add_argument("dataset", choices=sorted(DATASETS))
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.set_defaults(func=cmd_fetch_data)
+
+    p = sub.add_parser(
+        "make-listops", help="write generated ListOps files in LRA's TSV format (offline)"
+    )
+    add_listops_gen_args(p)
+    p.set_defaults(func=cmd_make_listops)
+
+    p = sub.add_parser(
+        "bench",
+        help="time warm training steps and eval; FLOP/s vs measured matmul peak and vs a reference-style loop (JSON)",
+    )
+    _add_model_args(p)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--iters", type=int, default=10, help="timed steps")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
+    p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

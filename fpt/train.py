@@ -79,6 +79,24 @@ def evaluate(model, task: Task, split: str, batch_size: int, autocast) -> tuple[
     return (loss_sum / n).item(), (correct.double() / n).item()
 
 
+def train_step(
+    model, task: Task, batch, opt, params, micro_batch_size: int, autocast, acc: dict[str, Any]
+) -> None:
+    """One optimizer step over `batch` in micro-batches (gradient accumulation), clipped at
+    1.0. Train loss/correct accumulate into `acc` on the device: no host sync per step."""
+    opt.zero_grad(set_to_none=True)
+    for mb in batch.split(micro_batch_size):
+        with autocast():
+            logits = model(mb.x, mb.lengths)
+            loss = task.loss(logits, mb.y)
+        (loss * (len(mb) / len(batch))).backward()
+        acc["loss"] += loss.detach().double() * mb.y.numel()
+        acc["correct"] += task.n_correct(logits.detach(), mb.y)
+        acc["n"] += mb.y.numel()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
     if torch.cuda.is_available():
@@ -241,18 +259,16 @@ def train(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=spec.steps, initial=step, disable=not show, desc=spec.task, dynamic_ncols=True)
     while step < spec.steps and not diverged:
-        batch = task.train_batch(spec.batch_size, generator)
-        opt.zero_grad(set_to_none=True)
-        for mb in batch.split(spec.micro_batch_size):
-            with autocast():
-                logits = model(mb.x, mb.lengths)
-                loss = task.loss(logits, mb.y)
-            (loss * (len(mb) / len(batch))).backward()
-            acc["loss"] += loss.detach().double() * mb.y.numel()
-            acc["correct"] += task.n_correct(logits.detach(), mb.y)
-            acc["n"] += mb.y.numel()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        train_step(
+            model,
+            task,
+            task.train_batch(spec.batch_size, generator),
+            opt,
+            params,
+            spec.micro_batch_size,
+            autocast,
+            acc,
+        )
         step += 1
         bar.update(1)
         if step % spec.eval_every == 0 or step == spec.steps:

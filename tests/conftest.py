@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,26 @@ def tiny_weights_dir(tmp_path_factory) -> Path:
         d / "gpt2-tiny"
     )
     return d
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
+
+
+@pytest.fixture(scope="session")
+def local_test_grid(tmp_path_factory, tiny_weights_dir):
+    """The .test grid run end to end by the local executor: (work dir, command)."""
+    work = tmp_path_factory.mktemp("wf")
+    cmd = [
+        *SNAKEMAKE,
+        "--cores",
+        "2",
+        "--directory",
+        str(work),
+        "--configfile",
+        str(REPO / ".test" / "config.yaml"),
+        "--config",
+        f"weights_dir={tiny_weights_dir}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return work, cmd

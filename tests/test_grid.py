@@ -8,12 +8,22 @@ from tests.conftest import REPO
 
 def test_paper_config_expands_to_the_planned_runs():
     g = grid.expand(grid.load_config(REPO / "config.yaml"))
-    # table1: 2 tasks x (pretrained fpt + random full + random fpt) x 3 seeds
-    assert len(g.experiments["table1"]) == 18
-    assert len(g.runs) == 18
+    # table1: 7 tasks x (pretrained fpt + random full + random fpt) x 3 seeds
+    assert len(g.experiments["table1"]) == 63
+    assert set(g.experiments["table1"]) <= set(g.runs)
     specs = g.specs("table1")
     assert {s.backbone for s in specs} == {"gpt2"} and {s.size for s in specs} == {"small"}
-    assert {(s.task, s.steps) for s in specs} == {("bit_memory", 50000), ("bit_xor", 20000)}
+    assert {(s.task, s.steps) for s in specs} == {
+        ("bit_memory", 50000),
+        ("bit_xor", 20000),
+        ("listops", 10000),
+        ("mnist", 30000),
+        ("cifar10", 400000),
+        ("cifar10_lra", 600000),
+        ("homology", 100000),
+    }
+    assert {s.lr for s in specs if s.task == "homology"} == {1e-4}
+    assert {s.lr for s in specs if s.task != "homology"} == {1e-3}
 
 
 def test_settings_merge_most_specific_last():

@@ -25,7 +25,10 @@ def _save(fig, pdf: str | Path, png: str | Path) -> None:
 
 def convergence(df: pd.DataFrame, pdf: str | Path, png: str | Path, split: str = "test") -> None:
     """Accuracy vs training step per task; one line per backbone/init/preset, band = 95% CI over seeds."""
-    d = df[df["split"] == split].copy()
+    from fpt.analysis.paper import REPORTED_SPLIT
+
+    wanted = df["task"].map(lambda t: REPORTED_SPLIT.get(t, split)) if split == "test" else split
+    d = df[df["split"] == wanted].copy()
     d["model"] = d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"]
     d["accuracy (%)"] = d["accuracy"] * 100
     d["task"] = d["task"].map(lambda t: TASK_LABELS.get(t, t))

@@ -42,12 +42,14 @@ def cell(values: list[float], diverged: list[bool] | None = None) -> Cell:
 
 
 def final_rows(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """One row per run: its last evaluation on `split` with a finite loss (for a diverged
+    """One row per run: its last evaluation on `split` ("test" = the split the paper
+    reports for the task, see paper.REPORTED_SPLIT) with a finite loss (for a diverged
     run, the value before divergence, as the paper reports it)."""
-    d = df[
-        (df["split"] == split)
-        & pd.Series(np.isfinite(df["loss"].to_numpy(dtype=float)), index=df.index)
-    ]
+    from fpt.analysis.paper import REPORTED_SPLIT
+
+    wanted = df["task"].map(lambda t: REPORTED_SPLIT.get(t, split)) if split == "test" else split
+    finite = pd.Series(np.isfinite(df["loss"].to_numpy(dtype=float)), index=df.index)
+    d = df[(df["split"] == wanted) & finite]
     if d.empty:
         return d
     idx = d.groupby("run")["step"].idxmax()

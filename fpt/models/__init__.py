@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from fpt.models.backbones import FAMILIES, BackboneUnavailable, build_backbone
 from fpt.models.fpt import FPT, count_params
 from fpt.models.freezing import PRESETS
+from fpt.models.init import INITS
 from fpt.tasks.base import Task
-
-INITS = ("pretrained", "random")
 
 
 def build_model(
@@ -24,10 +21,12 @@ def build_model(
     input_init: str = "orthogonal",
     weights_dir: Path | None = None,
     output_attentions: bool = False,
+    init_from: Path | None = None,
 ) -> FPT:
     """The FPT model for one run, frozen per `trainable`. Seed torch before calling: random
-    backbone weights and the new layers come from the global RNG."""
-    bb = build_backbone(backbone, size, init, depth, weights_dir, output_attentions)
+    backbone weights and the new layers come from the global RNG. `init_from`: the Bit
+    Memory source run folder, for init=bit_memory."""
+    bb = build_backbone(backbone, size, init, depth, weights_dir, output_attentions, init_from)
     model = FPT(bb, task.input, task.head, input_init=input_init)
     model.freeze(trainable)
     return model
@@ -41,5 +40,4 @@ __all__ = [
     "BackboneUnavailable",
     "build_model",
     "count_params",
-    "torch",
 ]

@@ -8,10 +8,19 @@ import torch
 
 from fpt.tasks.base import Batch, HeadSpec, InputSpec, Task
 from fpt.tasks.bits import BitMemory, BitXOR
+from fpt.tasks.homology import RemoteHomology
+from fpt.tasks.images import CIFAR10, CIFAR10LRA, MNIST, Digits
+from fpt.tasks.listops import ListOps
 
 TASKS: dict[str, type[Task]] = {
     "bit_memory": BitMemory,
     "bit_xor": BitXOR,
+    "listops": ListOps,
+    "mnist": MNIST,
+    "cifar10": CIFAR10,
+    "cifar10_lra": CIFAR10LRA,
+    "homology": RemoteHomology,
+    "digits": Digits,
 }
 
 

@@ -31,6 +31,8 @@ rule train:
     """Train one grid point; `fpt train` resumes from the run's checkpoint when one exists."""
     input:
         weights_input,
+        data_input,
+        init_input,
     output:
         f"{RESULTS}/runs/{{run}}/metrics.parquet",
     log:
@@ -38,7 +40,7 @@ rule train:
     wildcard_constraints:
         run=r"task=[^ ]+?/settings=[0-9a-f]{8}",
     params:
-        args=lambda w: " ".join(GRID.runs[w.run].cli_args()),
+        args=lambda w: train_args(w.run),
         out=lambda w: f"{RESULTS}/runs/{w.run}",
     threads: config["train_threads"]
     resources:

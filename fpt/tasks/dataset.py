@@ -1,0 +1,116 @@
+"""Tasks over a fixed dataset held on the device as tensors.
+
+Every split is loaded once (by the task constructor, so missing or corrupt files fail the
+run before any model is built) and moved to the device. Training batches draw indices
+uniformly with replacement from the run's generator: no sampler state beyond the generator,
+so a resumed run sees exactly the batches an uninterrupted one would. Evaluation walks each
+split's whole fixed set in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fpt.tasks.base import Batch, Task
+
+
+@dataclass
+class Split:
+    """`x`: stored examples (uint8 images or uint8 token ids, right-padded with 0);
+    `y`: (N,) int64 labels (batches carry them as (B, 1): one answer per example); `lengths`: (N,) real lengths for token data, else None."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    lengths: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def take(self, idx: torch.Tensor) -> Split:
+        return Split(self.x[idx], self.y[idx], None if self.lengths is None else self.lengths[idx])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(
+            self.x.to(device),
+            self.y.to(device),
+            None if self.lengths is None else self.lengths.to(device),
+        )
+
+
+def carve(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded split of range(n) into (rest, held_out) with `size` held out."""
+    if not 0 < size < n:
+        raise ValueError(f"cannot hold out {size} of {n} examples")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[size:].sort().values, perm[:size].sort().values
+
+
+def pad_ids(seqs: list[torch.Tensor], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truncate each id sequence to `max_length` and right-pad with 0 into a uint8 tensor."""
+    lengths = torch.tensor([min(len(s), max_length) for s in seqs], dtype=torch.int64)
+    width = int(lengths.max()) if len(seqs) else 1
+    out = torch.zeros(len(seqs), width, dtype=torch.uint8)
+    for i, s in enumerate(seqs):
+        out[i, : lengths[i]] = s[: lengths[i]]
+    return out, lengths
+
+
+class DatasetTask(Task):
+    """Subclasses set `name`, `input`, `head`, `eval_splits`, fill `self.splits` (CPU tensors,
+    moved to the device here) and implement `to_batch`."""
+
+    defaults: dict[str, Any] = {"data_seed": 1234}
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, {**self.defaults, **(options or {})})
+        self.splits: dict[str, Split] = {}
+
+    def _to_device(self) -> None:
+        self.splits = {k: v.to(self.device) for k, v in self.splits.items()}
+
+    def to_batch(self, s: Split, generator: torch.Generator | None) -> Batch:
+        """Stored examples -> model inputs; `generator` is given for training batches
+        (augmentation draws from it) and None for evaluation."""
+        raise NotImplementedError
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        train = self.splits["train"]
+        idx = torch.randint(
+            0, len(train), (batch_size,), generator=generator, device=generator.device
+        ).to(self.device)
+        return self.to_batch(train.take(idx), generator)
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        s = self.splits[split]
+        for i in range(0, len(s), batch_size):
+            idx = torch.arange(i, min(i + batch_size, len(s)), device=self.device)
+            yield self.to_batch(s.take(idx), None)
+
+    def split_sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "split_sizes": self.split_sizes()}
+
+
+class TokenTask(DatasetTask):
+    """Right-padded token ids (pad id 0) with Batch.lengths; each batch is cut to its longest
+    example, so short batches cost less than `input.n_tokens`."""
+
+    def to_batch(self, s: Split, generator: torch.Generator | None) -> Batch:
+        assert s.lengths is not None
+        width = int(s.lengths.max())
+        return Batch(s.x[:, :width].long(), s.y[:, None], s.lengths)
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        # Sorted by length so that padding (and compute) is minimal; order does not change
+        # the mean loss or the accuracy.
+        s = self.splits[split]
+        assert s.lengths is not None
+        order = torch.argsort(s.lengths, stable=True)
+        for i in range(0, len(s), batch_size):
+            yield self.to_batch(s.take(order[i : i + batch_size]), None)

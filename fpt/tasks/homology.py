@@ -1,0 +1,133 @@
+"""TAPE remote homology: a protein's amino-acid sequence -> its fold class (1195 classes).
+
+Reads TAPE's LMDB files `remote_homology/remote_homology_<split>.lmdb` under the data dir
+(`fpt fetch-data homology`). TAPE's format: an LMDB environment (a folder) whose key
+b'num_examples' holds a pickled int and whose keys str(i).encode() hold pickled dicts with
+'primary' (the amino-acid string) and 'fold_label' (int).
+
+Tokenisation is TAPE's iupac vocabulary (30 ids): <pad>=0, <mask>, <cls>, <sep>, <unk>, then
+A B C D E F G H I K L M N O P Q R S T U V W X Y Z; each sequence is wrapped in <cls> ... <sep>
+(TAPE raises on letters outside the vocabulary; we map them to <unk>). Right-padded with 0,
+with Batch.lengths; the output layer reads the last real token (<sep>).
+
+Length cap `max_length` (default 1024, GPT-2's positions, <cls>/<sep> included). The
+reference drops *batches* longer than 1024 from training and evaluation and rescales its
+accuracy by 0.9739; here over-long *training* sequences are dropped (`overlength: drop`,
+default) or cut (`truncate`), and every evaluation sequence is kept, cut to <cls> + the
+first max_length - 2 residues + <sep>, so each split is scored on all of its examples.
+
+Splits: "val" = TAPE's `valid` (what the paper reported as its test number), then the three
+TAPE test sets, each its own `split` value in the metrics: test_fold (fold holdout),
+test_superfamily (superfamily holdout), test_family (family holdout).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fpt import data as fdata
+from fpt.tasks.base import HeadSpec, InputSpec
+from fpt.tasks.dataset import Split, TokenTask, pad_ids
+
+IUPAC_VOCAB = ["<pad>", "<mask>", "<cls>", "<sep>", "<unk>", *"ABCDEFGHIKLMNOPQRSTUVWXYZ"]
+PAD, CLS, SEP, UNK = 0, 2, 3, 4
+N_CLASSES = 1195
+# metrics split name -> TAPE file split name
+SPLIT_FILES = {
+    "train": "train",
+    "val": "valid",
+    "test_fold": "test_fold_holdout",
+    "test_superfamily": "test_superfamily_holdout",
+    "test_family": "test_family_holdout",
+}
+_LUT = torch.full((128,), UNK, dtype=torch.uint8)
+for _i, _tok in enumerate(IUPAC_VOCAB[5:], start=5):
+    _LUT[ord(_tok)] = _i
+
+
+def encode(primary: str) -> torch.Tensor:
+    """<cls> + residues + <sep> as iupac ids (letters outside the vocabulary -> <unk>)."""
+    codes = torch.frombuffer(
+        bytearray(primary.upper().encode("ascii", "replace")), dtype=torch.uint8
+    )
+    ids = _LUT[codes.long().clamp(max=127)]
+    return torch.cat(
+        [torch.tensor([CLS], dtype=torch.uint8), ids, torch.tensor([SEP], dtype=torch.uint8)]
+    )
+
+
+def read_lmdb(path: Path) -> tuple[list[str], list[int]]:
+    """(primary strings, fold labels) of one TAPE LMDB file."""
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
+    try:
+        with env.begin(write=False) as txn:
+            raw = txn.get(b"num_examples")
+            if raw is None:
+                raise ValueError("no b'num_examples' key")
+            n = int(pickle.loads(raw))
+            seqs, labels = [], []
+            for i in range(n):
+                item = txn.get(str(i).encode())
+                if item is None:
+                    raise ValueError(f"example {i} of {n} is missing")
+                d = pickle.loads(item)
+                seqs.append(str(d["primary"]))
+                labels.append(int(d["fold_label"]))
+    finally:
+        env.close()
+    return seqs, labels
+
+
+def _cut(ids: torch.Tensor, max_length: int) -> torch.Tensor:
+    if len(ids) <= max_length:
+        return ids
+    return torch.cat([ids[: max_length - 1], ids[-1:]])  # keep <sep> last
+
+
+class RemoteHomology(TokenTask):
+    name = "homology"
+    eval_splits = ("val", "test_fold", "test_superfamily", "test_family")
+    defaults = {**TokenTask.defaults, "max_length": 1024, "overlength": "drop"}
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, options)
+        self.max_length = int(self.options["max_length"])
+        if self.options["overlength"] not in ("drop", "truncate"):
+            raise ValueError("homology: overlength must be 'drop' or 'truncate'")
+        self.input = InputSpec("tokens", len(IUPAC_VOCAB), self.max_length)
+        self.head = HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=N_CLASSES)
+        data_dir = fdata.data_dir_of(self.options)
+        folder = data_dir / fdata.DATASETS["homology"].folder
+        self.n_dropped = 0
+        for split, file_split in SPLIT_FILES.items():
+            path = folder / f"remote_homology_{file_split}.lmdb"
+            if not path.exists():
+                raise fdata.missing("homology", path, "homology", data_dir)
+            try:
+                seqs, labels = read_lmdb(path)
+            except Exception as exc:  # lmdb.Error, unpickling errors, bad records
+                raise fdata.corrupt(
+                    "homology", path, f"{type(exc).__name__}: {exc}", "homology", data_dir
+                ) from None
+            if any(not 0 <= y < N_CLASSES for y in labels):
+                raise fdata.corrupt(
+                    "homology", path, f"fold_label outside 0..{N_CLASSES - 1}", "homology", data_dir
+                )
+            ids = [encode(s) for s in seqs]
+            if split == "train" and self.options["overlength"] == "drop":
+                keep = [i for i, t in enumerate(ids) if len(t) <= self.max_length]
+                self.n_dropped = len(ids) - len(keep)
+                ids, labels = [ids[i] for i in keep], [labels[i] for i in keep]
+            ids = [_cut(t, self.max_length) for t in ids]
+            x, lengths = pad_ids(ids, self.max_length)
+            self.splits[split] = Split(x, torch.tensor(labels, dtype=torch.int64), lengths)
+        self._to_device()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "train_dropped_overlength": self.n_dropped}
