@@ -5,8 +5,9 @@ syncs, for-loop Adam), as the paper's reference code trains.
 
 FLOPs per training step, counted from the model's shapes (nanoGPT-style, matmuls only):
   forward   F  = B * [T * (2*N_blk + 2*d_in*d + 4*L*T*d) + k * 2*d*o]
-  backward  dX = B * T * (2*N_blk + 4*L*T*d)       activation gradients through the backbone,
-                                                    skipped when nothing below the head trains
+  backward  dX = B * [T * (2*N_blk + 8*L*T*d) + k * 2*d*o]   activation gradients through the
+                    head and backbone (attention scores: both operands, 2x forward); skipped
+                    when nothing below the head trains
             dW = B * [T * (2*N_blk_train + 2*d_in*d*[input trains]) + k * 2*d*o]
 where N_blk = dense (2-D) weights in the attention and feed-forward blocks, N_blk_train the
 trainable ones, T tokens, d width, L blocks, d_in input features per token (0 for an
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fpt.models import build_model
+from fpt.models import build_for_spec
 from fpt.models.fpt import FPT
 from fpt.spec import RunSpec
 from fpt.tasks import Task, make_task
@@ -44,7 +45,7 @@ def step_flops(model: FPT, task: Task, batch_size: int) -> float:
         for n, p in model.named_parameters()
         if p.requires_grad and not n.startswith("output_layer")
     ]
-    dx = T * (2 * n_blk + 4 * L * T * d) if below_head else 0
+    dx = T * (2 * n_blk + 8 * L * T * d) + k * 2 * d * o if below_head else 0
     input_trains = any(p.requires_grad for p in model.input_layer.parameters())
     dw = T * (2 * n_blk_train + 2 * d_in * d * input_trains) + k * 2 * d * o
     return float(batch_size * (fwd + dx + dw))
@@ -88,16 +89,7 @@ def _timed(fn, iters: int, dev: torch.device) -> float:
 def _ours(spec: RunSpec, dev: torch.device, warmup: int, iters: int, weights_dir) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     task = make_task(spec.task, dev, spec.options)
-    model = build_model(
-        task,
-        spec.backbone,
-        spec.size,
-        spec.init,
-        spec.trainable,
-        spec.depth_int,
-        spec.input_init,
-        weights_dir,
-    ).to(dev)
+    model = build_for_spec(spec, task, weights_dir).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=spec.lr, **({"fused": True} if dev.type == "cuda" else {}))
     gen = torch.Generator(device=dev).manual_seed(spec.seed)
@@ -137,17 +129,7 @@ def _reference(spec: RunSpec, dev: torch.device, warmup: int, iters: int, weight
     torch.manual_seed(spec.seed)
     task = make_task(spec.task, torch.device("cpu"), spec.options)
     # output_attentions=True builds the backbone with eager attention, as transformers 4.1 ran it.
-    model = build_model(
-        task,
-        spec.backbone,
-        spec.size,
-        spec.init,
-        spec.trainable,
-        spec.depth_int,
-        spec.input_init,
-        weights_dir,
-        output_attentions=True,
-    ).to(dev)
+    model = build_for_spec(spec, task, weights_dir, output_attentions=True).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=spec.lr, foreach=False)
     n = (warmup + iters) * spec.batch_size

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fpt import checkpoint
 from fpt.metrics import provenance, to_table, write_atomic
-from fpt.models import build_model, count_params
+from fpt.models import build_for_spec, count_params
 from fpt.models.init import check_source
 from fpt.spec import RunSpec
 from fpt.tasks import Task, make_task
@@ -145,17 +145,7 @@ def train(
     task = make_task(spec.task, dev, options)
     if spec.init == "bit_memory" and init_from is not None:
         check_source(spec, Path(init_from))  # the folder holds the run bit_memory_source derives
-    model = build_model(
-        task,
-        spec.backbone,
-        spec.size,
-        spec.init,
-        spec.trainable,
-        spec.depth_int,
-        spec.input_init,
-        weights_dir,
-        init_from=init_from,
-    ).to(dev)
+    model = build_for_spec(spec, task, weights_dir, init_from=init_from).to(dev)
     params = [
         p for p in model.parameters() if p.requires_grad
     ]  # no optimizer state for frozen weights

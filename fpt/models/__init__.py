@@ -32,7 +32,23 @@ def build_model(
     return model
 
 
+def build_for_spec(spec, task: Task, weights_dir: Path | None = None, **kwargs) -> FPT:
+    """`build_model` with the model axes of a RunSpec (kwargs: output_attentions, init_from)."""
+    return build_model(
+        task,
+        spec.backbone,
+        spec.size,
+        spec.init,
+        spec.trainable,
+        spec.depth_int,
+        spec.input_init,
+        weights_dir,
+        **kwargs,
+    )
+
+
 __all__ = [
+    "build_for_spec",
     "FAMILIES",
     "FPT",
     "INITS",
