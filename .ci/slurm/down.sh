@@ -26,18 +26,8 @@ MUNGE_PID=/run/munge/munged.pid
 
 log() { printf '[slurm-down] %s\n' "$*"; }
 
-# Prints the pid stored in pidfile $1 if it is alive and its command starts with $2.
-live_pid() {
-    local pidfile=$1 name=$2 pid
-    [ -r "$pidfile" ] || return 1
-    pid=$(cat "$pidfile" 2>/dev/null) || return 1
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [ -d "/proc/$pid" ] || return 1
-    # a killed daemon can linger as a zombie until PID 1 reaps it
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name"* ]] || return 1
-    echo "$pid"
-}
+# shellcheck source=.ci/slurm/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # running PID: exists and is not a zombie
 running() { [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }

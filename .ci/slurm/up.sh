@@ -50,18 +50,11 @@ die() {
     exit 1
 }
 
+# shellcheck source=.ci/slurm/lib.sh
+source "$(dirname "$0")/lib.sh"
+
 # True if the pid stored in $1 belongs to a live process whose command is $2.
-pid_alive() {
-    local pidfile=$1 name=$2 pid
-    [ -r "$pidfile" ] || return 1
-    pid=$(cat "$pidfile" 2>/dev/null) || return 1
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [ -d "/proc/$pid" ] || return 1
-    # a killed daemon can linger as a zombie until PID 1 reaps it
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-    # comm is truncated to 15 chars; the Debian binaries are *-wlm, so match prefix
-    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name"* ]]
-}
+pid_alive() { live_pid "$@" >/dev/null; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
