@@ -80,6 +80,12 @@ def _add_model_args(p: argparse.ArgumentParser, steps: bool = True) -> None:
         p.add_argument("--eval-every", default=d["eval_every"], type=int)
         p.add_argument("--eval-batch-size", default=d["eval_batch_size"], type=int)
         p.add_argument("--ckpt-every", default=d["ckpt_every"], type=int)
+        p.add_argument(
+            "--patience",
+            default=d["patience"],
+            type=int,
+            help="early stopping: evaluations without a new best val accuracy (0 = off)",
+        )
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--threads", type=int, help="CPU threads for torch")
 
@@ -105,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         threads=args.threads,
         init_from=args.init_from,
+        compile=args.compile,
     )
     print(metrics)
     return 0
@@ -154,23 +161,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
+    from fpt.bench_cli import run_bench
 
-    from fpt.bench import bench
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    spec = _spec(args)
-    out = bench(
-        spec,
-        args.device,
-        args.warmup,
-        args.iters,
-        reference=not args.no_reference,
-        weights_dir=args.weights_dir,
-    )
-    print(json.dumps(out, indent=2))
-    return 0
+    return run_bench(args, _spec(args))
 
 
 def cmd_fetch_weights(args: argparse.Namespace) -> int:
@@ -195,6 +188,21 @@ def cmd_make_listops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    from fpt.analysis import attention
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    arrays = attention.first_layer_attention(
+        args.run_dir, args.weights_dir, args.data_dir, args.init_from, args.examples, args.device
+    )
+    attention.save(arrays, args.out)
+    print(json.dumps({"out": str(args.out), "accuracy": float(arrays["accuracy"])}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fpt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         type=Path,
         help="run folder: metrics.parquet, spec.json, checkpoint/",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (speed only, not part of the run; pays on GPU, not on CPU: BENCHMARKS.md)",
     )
     p.set_defaults(func=cmd_train)
 
@@ -244,10 +257,27 @@ def main(argv: list[str] | None = None) -> int:
         help="time warm training steps and eval; FLOP/s vs measured matmul peak and vs a reference-style loop (JSON)",
     )
     _add_model_args(p)
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--iters", type=int, default=10, help="timed steps")
-    p.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
+    from fpt import bench_cli
+
+    bench_cli.add_bench_args(p)
     p.set_defaults(func=cmd_bench)
+    bench_cli.add_subcommands(sub)  # bench-collect, bench-dryrun, bench-scaling, bench-cache
+
+    p = sub.add_parser(
+        "attention",
+        help="first-layer attention of a finished run, from its final checkpoint (.npz)",
+    )
+    p.add_argument(
+        "--run-dir", required=True, type=Path, help="the run folder (spec.json, checkpoint/)"
+    )
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--weights-dir", type=Path)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--init-from", type=Path, help="init=bit_memory: the source run folder")
+    p.add_argument("--examples", type=int, default=256, help="test examples averaged")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_attention)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

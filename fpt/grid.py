@@ -21,6 +21,7 @@ import yaml
 from fpt.models.backbones import CONFIG_DIR, family
 from fpt.models.freezing import PRESETS
 from fpt.models.init import bit_memory_source as init_source
+from fpt.protocol import config_key, sweep_of, sweep_points
 from fpt.spec import RunSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +164,10 @@ class Grid:
     experiments: dict[str, list[str]] = field(default_factory=dict)
     # init=bit_memory runs -> their Bit Memory pretraining run (also in `runs`).
     sources: dict[str, str] = field(default_factory=dict)
+    # experiment -> "paper" or "swept" (fpt.protocol)
+    protocols: dict[str, str] = field(default_factory=dict)
+    # swept experiments: experiment -> config (fpt.protocol.config_key) -> its runs, one per lr
+    selections: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def specs(self, experiment: str) -> list[RunSpec]:
         return [self.runs[p] for p in self.experiments[experiment]]
@@ -172,10 +177,19 @@ def expand(config: dict[str, Any], source: str = "config") -> Grid:
     grid = Grid()
     for name, exp in config["experiments"].items():
         paths: list[str] = []
-        for i, point in enumerate(_grid_points(exp["grid"])):
-            spec = make_spec(
-                config, exp, point, where=f"{source}: experiments.{name} (grid point {i}: {point})"
-            )
+        try:
+            sweep = sweep_of(exp, where=f"{source}: experiments.{name}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        grid.protocols[name] = "swept" if sweep else "paper"
+        for i, point in enumerate(sweep_points(_grid_points(exp["grid"]), sweep)):
+            where = f"{source}: experiments.{name} (grid point {i}: {point})"
+            spec = make_spec(config, exp, point, where=where)
+            if sweep is not None:
+                _check_sweepable(spec, where)
+                runs = grid.selections.setdefault(name, {}).setdefault(config_key(spec.path), [])
+                if spec.path not in runs:
+                    runs.append(spec.path)
             if spec.path not in paths:
                 paths.append(spec.path)
             grid.runs.setdefault(spec.path, spec)
@@ -185,6 +199,18 @@ def expand(config: dict[str, Any], source: str = "config") -> Grid:
                 grid.sources[spec.path] = src.path
         grid.experiments[name] = paths
     return grid
+
+
+def _check_sweepable(spec: RunSpec, where: str) -> None:
+    """Selection on val must not see the split a table reports."""
+    from fpt.analysis.paper import REPORTED_SPLIT
+
+    if REPORTED_SPLIT.get(spec.task, "test") == "val":
+        raise ConfigError(
+            f"{where}: protocol 'swept' selects the lr on the val split, and {spec.task}'s "
+            "tables report the val split (the paper's number is on it): selection would see "
+            f"the reported data. Fix: use protocol paper for {spec.task}."
+        )
 
 
 def bit_memory_source(config: dict[str, Any], spec: RunSpec) -> RunSpec:

@@ -15,8 +15,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Bump when columns change meaning; readers refuse files from another schema version.
-SCHEMA_VERSION = 1
+# Bump when columns change meaning; readers upgrade files from the versions in UPGRADABLE
+# (see upgrade) and refuse others, naming the fix.
+# 2: early stopping columns `patience`, `stop_step`, `best_step`.
+SCHEMA_VERSION = 2
+UPGRADABLE = {1}
 
 SCHEMA = pa.schema(
     [
@@ -38,10 +41,16 @@ SCHEMA = pa.schema(
         ("loss", pa.float64()),
         ("accuracy", pa.float64()),
         ("diverged", pa.bool_()),
+        # The step the run's training ended at (its budget, an early stop, or divergence) and,
+        # under early stopping, the step of the best val accuracy, whose weights the final
+        # checkpoint holds and whose test row is reported (null without early stopping).
+        ("stop_step", pa.int64()),
+        ("best_step", pa.int64()),
         ("trainable_params", pa.int64()),
         ("total_params", pa.int64()),
         ("steps", pa.int64()),
         ("batch_size", pa.int64()),
+        ("patience", pa.int64()),
         ("device", pa.string()),
         ("torch_version", pa.string()),
         ("transformers_version", pa.string()),
@@ -113,13 +122,32 @@ def write_atomic(table: pa.Table, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def read_run(path: str | Path) -> pd.DataFrame:
-    """A run's metrics; refuses files written under another schema version."""
-    df = pq.read_table(path).to_pandas()
-    versions = set(df["schema_version"].unique()) if "schema_version" in df else {None}
-    if versions != {SCHEMA_VERSION}:
+def upgrade(table: pa.Table, source: str | Path = "metrics") -> pa.Table:
+    """`table` in the current SCHEMA. Version 1 files (before early stopping) are the same
+    runs with patience 0: stop_step = the run's last step, best_step null. Files from any
+    other version are refused, naming the fix."""
+    versions = (
+        set(table.column("schema_version").to_pylist())
+        if "schema_version" in table.column_names
+        else {None}
+    )
+    if versions == {SCHEMA_VERSION} and table.schema.names == SCHEMA.names:
+        return table.cast(SCHEMA)
+    if not versions or not versions <= UPGRADABLE | {SCHEMA_VERSION}:
         raise MetricsSchemaError(
-            f"{path} was written with metrics schema {sorted(map(str, versions))}, this fpt reads "
-            f"version {SCHEMA_VERSION}. Fix: retrain that run (delete its folder) or use the fpt version that wrote it."
+            f"{source} was written with metrics schema {sorted(map(str, versions))}, this fpt "
+            f"reads versions {sorted(UPGRADABLE | {SCHEMA_VERSION})}. Fix: retrain that run "
+            "(delete its folder) or use the fpt version that wrote it."
         )
-    return df
+    df = table.to_pandas()
+    if "stop_step" not in df:  # version 1
+        df["stop_step"] = df.groupby("run")["step"].transform("max")
+        df["best_step"] = None
+        df["patience"] = 0
+    df["schema_version"] = SCHEMA_VERSION
+    return to_table(df.to_dict("records"))
+
+
+def read_run(path: str | Path) -> pd.DataFrame:
+    """A run's metrics in the current schema (older versions upgraded, see upgrade)."""
+    return upgrade(pq.read_table(path), path).to_pandas()

@@ -15,6 +15,11 @@ from typing import Any
 
 AXES = ("task", "backbone", "size", "init", "trainable", "depth", "input_init", "lr", "seed")
 
+# Settings added after runs already existed, with the value that means "as before". At that
+# value they are left out of the settings hash, the JSON form and the CLI, so adding one
+# never renames, retrains or restarts (checkpoint spec check) an existing run.
+OPTIONAL_SETTINGS: dict[str, Any] = {"patience": 0}
+
 
 def fmt_lr(lr: float) -> str:
     return f"{float(lr):g}"
@@ -38,10 +43,17 @@ class RunSpec:
     eval_batch_size: int = 256
     ckpt_every: int = 500
     options: dict[str, Any] = field(default_factory=dict)
+    # Early stopping: end the run after this many evaluations without a new best validation
+    # accuracy and restore the best weights (fpt.train); 0 = off (the paper's protocol).
+    patience: int = 0
+
+    def _dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if OPTIONAL_SETTINGS.get(k, object()) != v}
 
     def settings(self) -> dict[str, Any]:
         """The non-axis settings that define the run (hashed into its path)."""
-        d = asdict(self)
+        d = self._dict()
         return {k: d[k] for k in d if k not in AXES}
 
     def settings_hash(self) -> str:
@@ -64,7 +76,7 @@ class RunSpec:
         return None if self.depth == "all" else int(self.depth)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._dict()
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunSpec:
@@ -84,6 +96,8 @@ class RunSpec:
         args = []
         for f in fields(self):
             v = getattr(self, f.name)
+            if OPTIONAL_SETTINGS.get(f.name, object()) == v:
+                continue
             flag = "--" + f.name.replace("_", "-")
             if f.name == "options":
                 args += [

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fpt import checkpoint
+from fpt import checkpoint, features
+from fpt.early_stop import EarlyStopping
 from fpt.metrics import provenance, to_table, write_atomic
 from fpt.models import build_for_spec, count_params
 from fpt.models.init import check_source
@@ -44,8 +45,11 @@ def resolve_device(device: str) -> torch.device:
 def seed_everything(seed: int, device: torch.device) -> None:
     torch.manual_seed(seed)
     if device.type == "cpu":
-        # Bitwise-repeatable runs on CPU (resume == uninterrupted is tested on this).
-        torch.use_deterministic_algorithms(True)
+        # Bitwise-repeatable runs on CPU (resume == uninterrupted is tested on this). The
+        # public torch.use_deterministic_algorithms also imports torch._inductor's config
+        # (~800 modules, 4 s per run); eager training needs only the flag itself. train()
+        # sets the public one too when it compiles.
+        torch._C._set_deterministic_algorithms(True, warn_only=False)
 
 
 class _Preempted:
@@ -117,6 +121,27 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
 
 
+def build_run(
+    spec: RunSpec,
+    dev: torch.device,
+    weights_dir: Path | None = None,
+    data_dir: Path | None = None,
+    init_from: Path | None = None,
+    **model_kwargs: Any,
+) -> tuple[dict[str, Any], Task, torch.nn.Module]:
+    """Seed, then the task's options, the task and the model, in this order. Frozen weights
+    are not checkpointed, so resuming and the attention rule rebuild them by repeating it."""
+    seed_everything(spec.seed, dev)
+    options = dict(spec.options)
+    if data_dir is not None:
+        options.setdefault("data_dir", str(data_dir))
+    task = make_task(spec.task, dev, options)
+    if spec.init == "bit_memory" and init_from is not None:
+        check_source(spec, Path(init_from))  # the folder holds the run bit_memory_source derives
+    model = build_for_spec(spec, task, weights_dir, init_from=init_from, **model_kwargs)
+    return options, task, model.to(dev)
+
+
 def train(
     spec: RunSpec,
     out_dir: str | Path,
@@ -127,34 +152,42 @@ def train(
     progress: bool | None = None,
     handle_signals: bool = True,
     init_from: Path | None = None,
+    compile: bool = False,
 ) -> Path:
     """Train one run into `out_dir` (resuming from its checkpoint) and return metrics.parquet.
     `init_from`: for init=bit_memory, the finished Bit Memory run folder whose backbone this
-    run loads (fpt.grid.bit_memory_source names it; the workflow passes it)."""
+    run loads (fpt.grid.bit_memory_source names it; the workflow passes it). `compile`:
+    torch.compile the model (a speed option, not part of the run; see BENCHMARKS.md)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    seed_everything(spec.seed, dev)
-
-    options = dict(spec.options)
-    if data_dir is not None:
-        options.setdefault("data_dir", str(data_dir))
-    task = make_task(spec.task, dev, options)
-    if spec.init == "bit_memory" and init_from is not None:
-        check_source(spec, Path(init_from))  # the folder holds the run bit_memory_source derives
-    model = build_for_spec(spec, task, weights_dir, init_from=init_from).to(dev)
+    options, task, model = build_run(spec, dev, weights_dir, data_dir, init_from)
     params = [
         p for p in model.parameters() if p.requires_grad
     ]  # no optimizer state for frozen weights
     opt = torch.optim.Adam(params, lr=spec.lr, **({"fused": True} if dev.type == "cuda" else {}))
     counts = count_params(model)
+    stopper = EarlyStopping(spec.patience) if spec.patience else None
+    if stopper is not None and "val" not in task.eval_splits:
+        raise ValueError(
+            f"early stopping (patience={spec.patience}) needs a val split; task {spec.task} "
+            f"evaluates {task.eval_splits}. Use patience 0 for this task."
+        )
     generator = torch.Generator(device=dev).manual_seed(spec.seed)
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+
+    # Speed hooks (fpt.features, BENCHMARKS.md): with the cache_features option the loop steps
+    # `step_model` on cached features; `model` stays what is checkpointed and restored.
+    task, step_model = features.prepare(options, task, model, spec.eval_batch_size, autocast)
+    if compile:
+        if dev.type == "cpu":
+            torch.use_deterministic_algorithms(True)  # inductor's own determinism flag too
+        step_model = torch.compile(step_model)
 
     run_cols = {
         **spec.axis_values(),
@@ -183,6 +216,8 @@ def train(
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"], generator)
+        if stopper is not None:
+            stopper.load_state_dict(state["early_stopping"])
         step, wall_prev, rows = state["step"], state["wall_s"], state["rows"]
         acc = {
             "loss": state["acc"]["loss"].to(dev),
@@ -211,6 +246,7 @@ def train(
                 "optimizer": opt.state_dict(),
                 "rng": _rng_state(generator),
                 "acc": {"loss": acc["loss"].cpu(), "correct": acc["correct"].cpu(), "n": acc["n"]},
+                "early_stopping": stopper.state_dict() if stopper is not None else None,
             },
         )
 
@@ -235,12 +271,16 @@ def train(
                 }
             )
         for split in task.eval_splits:
-            loss, accuracy = evaluate(model, task, split, spec.eval_batch_size, autocast)
+            loss, accuracy = evaluate(step_model, task, split, spec.eval_batch_size, autocast)
             new.append({**common, "split": split, "loss": loss, "accuracy": accuracy})
         acc["loss"].zero_(), acc["correct"].zero_()
         acc["n"] = 0
         rows.extend(new)  # non-finite rows are kept too: they record when the run diverged
-        return all(math.isfinite(r["loss"]) for r in new)
+        finite = all(math.isfinite(r["loss"]) for r in new)
+        if finite and stopper is not None:
+            val = next(r["accuracy"] for r in new if r["split"] == "val")
+            stopper.update(step, val, trainable_state(model))
+        return finite
 
     model.train()
     diverged = False
@@ -248,9 +288,10 @@ def train(
         diverged = not record()
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=spec.steps, initial=step, disable=not show, desc=spec.task, dynamic_ncols=True)
-    while step < spec.steps and not diverged:
+    # (a resumed early-stopped run has nothing left to train)
+    while step < spec.steps and not diverged and not (stopper is not None and stopper.stopped):
         train_step(
-            model,
+            step_model,
             task,
             task.train_batch(spec.batch_size, generator),
             opt,
@@ -279,6 +320,16 @@ def train(
                     spec.steps,
                     " ".join(f"{k}={v:.4f}" for k, v in last.items()),
                 )
+            if stopper is not None and stopper.stopped:
+                log.info(
+                    "early stop at step %d: no better val accuracy in %d evaluations; "
+                    "restoring step %s (val %.4f)",
+                    step,
+                    spec.patience,
+                    stopper.best_step,
+                    stopper.best_accuracy,
+                )
+                break
         if step % spec.ckpt_every == 0 and step < spec.steps:
             save_ckpt()
         if preempted.signum is not None:
@@ -295,6 +346,12 @@ def train(
     if diverged:
         for r in rows:
             r["diverged"] = True
+    if stopper is not None:
+        stopper.restore(model)  # the final checkpoint holds the best-val weights
+    for r in rows:  # run-level columns, known only now
+        r["stop_step"] = step
+        r["best_step"] = stopper.best_step if stopper is not None else None
+        r["patience"] = spec.patience
     save_ckpt()  # the final model, for the attention-map rule and for inspection
     metrics = out_dir / "metrics.parquet"
     write_atomic(to_table(rows), metrics)

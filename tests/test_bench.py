@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from fpt.bench import step_flops
+from fpt.bench import ABLATIONS, step_flops
 from fpt.models import build_model
 from fpt.tasks import make_task
 
@@ -50,6 +50,9 @@ def test_bench_cli_reports_both_loops():
             "cpu",
             "--threads",
             "1",
+            "--eval-examples",
+            "4",
+            "--ablations",
         ],
         capture_output=True,
         text=True,
@@ -58,3 +61,10 @@ def test_bench_cli_reports_both_loops():
     r = json.loads(out.stdout)
     assert r["ours"]["steps_per_s"] > 0 and r["reference"]["steps_per_s"] > 0
     assert 0 < r["ours"]["fraction_of_peak"] < 1 and r["speedup_vs_reference"] > 0
+    for k in ("samples_per_s", "tokens_per_s", "flops"):
+        assert r["ours"][k] > 0
+    assert r["ours"]["eval"]["examples"] == 4 and r["ours"]["eval"]["examples_per_s"] > 0
+    # a number taken on a busy machine says so
+    assert len(r["machine"]["loadavg_before"]) == 3 and r["machine"]["torch_threads"] == 1
+    assert set(r["ablations"]) == set(ABLATIONS)
+    assert r["params"]["frozen_with_grad"] == 0

@@ -63,6 +63,9 @@ class Table:
         ]
         return "\n".join(out) + "\n"
 
+    def write_to(self, out: dict[str, Path]) -> None:
+        self.write(out["md"], out["tex"], out["csv"])
+
     def write(self, md: str | Path, tex: str | Path, csv: str | Path) -> None:
         Path(md).parent.mkdir(parents=True, exist_ok=True)
         Path(md).write_text(self.markdown())

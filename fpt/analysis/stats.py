@@ -44,13 +44,38 @@ def cell(values: list[float], diverged: list[bool] | None = None) -> Cell:
 def final_rows(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """One row per run: its last evaluation on `split` ("test" = the split the paper
     reports for the task, see paper.REPORTED_SPLIT) with a finite loss (for a diverged
-    run, the value before divergence, as the paper reports it)."""
+    run, the value before divergence, as the paper reports it). A run trained with early
+    stopping ends with its best-val weights restored: its row is the one at `best_step`."""
+    finite = pd.Series(np.isfinite(df["loss"].to_numpy(dtype=float)), index=df.index)
+    d = reported(df[finite], split)
+    if d.empty:
+        return d
+    if "best_step" in d:
+        best = pd.to_numeric(d["best_step"], errors="coerce")
+        d = d[best.isna() | (d["step"] == best)]
+    idx = d.groupby("run")["step"].idxmax()
+    return d.loc[idx].reset_index(drop=True)
+
+
+def reported(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The rows of each task's reported split (see final_rows)."""
     from fpt.analysis.paper import REPORTED_SPLIT
 
     wanted = df["task"].map(lambda t: REPORTED_SPLIT.get(t, split)) if split == "test" else split
-    finite = pd.Series(np.isfinite(df["loss"].to_numpy(dtype=float)), index=df.index)
-    d = df[(df["split"] == wanted) & finite]
-    if d.empty:
-        return d
-    idx = d.groupby("run")["step"].idxmax()
-    return d.loc[idx].reset_index(drop=True)
+    return df[df["split"] == wanted]
+
+
+def steps_to_converge(steps: list[int], accuracy: list[float], tolerance: float) -> int | None:
+    """The first evaluation step from which accuracy stays within `tolerance` (absolute,
+    fraction) of the run's best accuracy; None for an empty curve. Defined on the run's own
+    curve, so a model that plateaus low converges early: read it beside the accuracy."""
+    if not steps:
+        return None
+    order = sorted(range(len(steps)), key=lambda i: steps[i])
+    s = [steps[i] for i in order]
+    a = [accuracy[i] for i in order]
+    floor = max(a) - tolerance
+    first = len(a) - 1
+    while first > 0 and a[first - 1] >= floor:
+        first -= 1
+    return int(s[first])

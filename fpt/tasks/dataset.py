@@ -69,6 +69,12 @@ class DatasetTask(Task):
         super().__init__(device, {**self.defaults, **(options or {})})
         self.splits: dict[str, Split] = {}
 
+    @property
+    def augments(self) -> bool:
+        """Whether `to_batch` draws a random view of training examples (then an example's
+        model input differs per draw and its features cannot be cached: fpt.features)."""
+        return False
+
     def _to_device(self) -> None:
         self.splits = {k: v.to(self.device) for k, v in self.splits.items()}
 

@@ -246,6 +246,10 @@ class CIFAR10(ImageTask):
         d = fdata.data_dir_of(self.options)
         self._setup(load_cifar10(d, "train", self.name), load_cifar10(d, "test", self.name))
 
+    @property
+    def augments(self) -> bool:
+        return bool(self.options["augment"])
+
     def pixels(self, x, generator):
         x = x.float() / 255.0
         if self.gray:
@@ -275,6 +279,27 @@ class CIFAR10LRA(CIFAR10):
         super().__init__(device, options)
 
 
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits file, read as sklearn.datasets.load_digits reads it, without
+    importing scikit-learn (2-3 s per run, most of a short demo run's start-up)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = (
+        Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+        if spec and spec.submodule_search_locations
+        else None
+    )
+    if path is None or not path.exists():
+        raise FileNotFoundError(
+            "the digits task reads scikit-learn's bundled digits.csv.gz; install scikit-learn "
+            "(pip install scikit-learn)"
+        )
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+
+
 class Digits(ImageTask):
     """Offline image task: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
     classes; `load_digits` reads a file shipped inside scikit-learn, no download). 2x2 patches
@@ -288,11 +313,9 @@ class Digits(ImageTask):
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x = (d.images.astype(np.float32) * (255.0 / 16.0)).round().astype(np.uint8)[:, None]
-        y = d.target.astype(np.int64)
+        images, target = _load_digits()
+        x = (images.astype(np.float32) * (255.0 / 16.0)).round().astype(np.uint8)[:, None]
+        y = target.astype(np.int64)
         rest, held = carve(
             len(y), int(self.options["test_size"]), int(self.options["data_seed"]) + 1
         )

@@ -1,0 +1,158 @@
+"""The shape most of the paper's tables share: rows are model variants, columns are tasks
+(or another axis, e.g. depth), each cell our final test accuracy beside the paper's number.
+
+A `Row` selects runs by column values; its runs split by backbone and size when it does
+not fix them (the demo's MiniLM and the paper's GPT-2 are different rows). Cells with no
+run say `ctx.missing` ("not in demo"), never vanish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from fpt.analysis import paper
+from fpt.analysis.render import Table
+from fpt.analysis.stats import Cell, cell, final_rows
+
+CELL_CAPTION = (
+    "Cells: test accuracy (%) at each run's final evaluation on the full fixed test set "
+    "(homology: TAPE valid, as the paper reports), mean over seeds ± 95% t-interval with n = "
+    "seeds, or the single value (n=1); † marks a cell with a run that diverged (its last "
+    "finite evaluation is shown). Paper: Lu et al. (2021); * in a paper cell = diverged there."
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    match: dict[str, Any]  # column -> value or tuple of values
+    paper: dict[Any, float | str] = field(default_factory=dict)  # column value -> number
+    exclude: dict[str, Any] = field(default_factory=dict)
+
+
+def _isin(df: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
+    ok = pd.Series(True, index=df.index)
+    for col, val in spec.items():
+        vals = val if isinstance(val, tuple | list | set) else (val,)
+        ok &= df[col].astype(str).isin([str(v) for v in vals])
+    return ok
+
+
+def select(df: pd.DataFrame, match: dict[str, Any], exclude: dict[str, Any] | None = None):
+    """Rows of `df` with every `match` column in its values and no `exclude` column in its."""
+    ok = _isin(df, match)
+    for col, val in (exclude or {}).items():
+        ok &= ~_isin(df, {col: val})
+    return df[ok]
+
+
+def fmt_paper(v: float | str | None) -> str:
+    return "—" if v is None else (v if isinstance(v, str) else f"{v:g}")
+
+
+def columns_with_extras(wanted: list[Any], present: Iterable[Any]) -> list[Any]:
+    """The paper's columns, then any other value the runs have (e.g. the demo's digits)."""
+    extra = [v for v in dict.fromkeys(present) if v not in wanted]
+    return list(wanted) + sorted(extra, key=str)
+
+
+def compare_table(
+    df: pd.DataFrame,
+    rows: list[Row],
+    *,
+    title: str,
+    caption: str,
+    missing: str,
+    col: str = "task",
+    cols: list[Any] | None = None,
+    col_label=None,
+    params: bool = False,
+    split_by_model: bool = True,
+) -> Table:
+    """One table row per Row (per backbone and size among its runs), one ours/paper column
+    pair per value of `col` (tasks: `cols`, default the paper's seven, plus the runs' others)."""
+    finals = final_rows(df, "test")
+    if col == "task":  # the paper's tasks, then any other task the runs have
+        cols = columns_with_extras(cols or paper.PAPER_TASKS, finals["task"] if len(finals) else [])
+    col_label = col_label or (lambda v: paper.TASK_LABELS.get(v, str(v)))
+    header = ["Model"] + [
+        h for v in cols for h in (f"{col_label(v)} (ours)", f"{col_label(v)} (paper)")
+    ]
+    if params:
+        header += ["trainable params", "total params"]
+    out_rows, data = [], []
+    for row in rows:
+        runs = select(finals, row.match, row.exclude)
+        fixed = {"backbone", "size"} <= set(row.match)
+        groups = (
+            [(None, runs)]
+            if fixed or not split_by_model or runs.empty
+            else list(runs.groupby(["backbone", "size"], sort=True))
+        )
+        for key, sub in groups:
+            label = row.label if key is None else f"{row.label} ({key[0]} {key[1]})"
+            line = [label]
+            for v in cols:
+                sel = sub[sub[col].astype(str) == str(v)]
+                c = cell(sel["accuracy"].tolist(), sel["diverged"].tolist())
+                ref = row.paper.get(v)
+                line += [c.fmt() if c.n else missing, fmt_paper(ref)]
+                data.append(_record(row, key, col, v, c, ref, sel))
+            if params:
+                line += _param_cells(sub, missing)
+            out_rows.append(line)
+    return Table(title, caption, header, out_rows, pd.DataFrame(data))
+
+
+def _record(row: Row, key, col: str, v, c: Cell, ref, sel: pd.DataFrame) -> dict[str, Any]:
+    scalar = {k: x for k, x in row.match.items() if not isinstance(x, tuple | list | set)}
+    return {
+        "row": row.label,
+        **{a: scalar.get(a) for a in ("init", "trainable")},
+        "backbone": key[0] if key else scalar.get("backbone"),
+        "size": key[1] if key else scalar.get("size"),
+        col: v,
+        "accuracy_mean": c.mean,
+        "ci95": c.ci95,
+        "n": c.n,
+        "diverged": c.diverged,
+        "paper": ref if ref is None or isinstance(ref, int | float) else str(ref),
+        "trainable_params": int(sel["trainable_params"].iloc[0]) if len(sel) else None,
+        "total_params": int(sel["total_params"].iloc[0]) if len(sel) else None,
+    }
+
+
+def fmt_count(n: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
+def _param_cells(sub: pd.DataFrame, missing: str) -> list[str]:
+    if sub.empty:
+        return [missing, missing]
+    tr, tot = sub["trainable_params"], sub["total_params"]
+
+    # the head's size depends on the task: show the range when tasks differ
+    def rng(s: pd.Series) -> str:
+        lo, hi = fmt_count(s.min()), fmt_count(s.max())
+        return lo if lo == hi else f"{lo}–{hi}"
+
+    return [rng(tr), rng(tot)]
+
+
+def write_compare(ctx, rows: list[Row], *, title: str, note: str = "", **kw: Any) -> None:
+    """compare_table over the target's metrics, captioned and written to its outputs."""
+    compare_table(
+        ctx.metrics,
+        rows,
+        title=title,
+        caption=f"{CELL_CAPTION} {note.strip()}".strip(),
+        missing=ctx.missing,
+        **kw,
+    ).write_to(ctx.out)

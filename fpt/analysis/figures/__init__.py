@@ -1,0 +1,1 @@
+"""One module per figure target (fpt.analysis.targets), each with build(ctx)."""

@@ -1,0 +1,50 @@
+"""First-layer attention of trained frozen backbones on Bit XOR and Bit Memory: each answer
+token's attention over the input positions (heads and test examples averaged), with the
+operand positions it needs boxed, as the paper shows."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
+
+from fpt.analysis.figures import style
+from fpt.analysis.paper import TASK_LABELS
+from fpt.analysis.targets import BuildContext
+
+
+def build(ctx: BuildContext) -> None:
+    maps = [dict(np.load(p)) for p in sorted(ctx.extra)]
+    if not maps:
+        return style.empty(ctx.out, "Attention maps (Bit XOR / Bit Memory FPT runs)", ctx.missing)
+    style.setup()
+    cols = min(len(maps), 2)
+    rows = -(-len(maps) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(style.COLUMN_WIDTH_IN * cols, 2.0 * rows), squeeze=False
+    )
+    for ax in axes.flat[len(maps) :]:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, maps, strict=False):
+        spec = json.loads(str(m["spec"]))
+        ans = m["answer_positions"]
+        a = m["attention"][ans]  # answer tokens x all positions
+        im = ax.imshow(a, cmap="viridis", aspect="auto", vmin=0)
+        for i, ops in enumerate(m["operand_positions"]):
+            for j in ops:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=0.8))
+        ax.set_title(
+            f"{TASK_LABELS.get(spec['task'], spec['task'])}: {spec['backbone']} {spec['size']}, "
+            f"{spec['init']} (test acc {float(m['accuracy']) * 100:.0f}%)",
+            fontsize=7,
+        )
+        ax.set_xlabel("attended input position (token)")
+        ax.set_ylabel("answer token")
+        ax.set_yticks(range(len(ans)))
+        ax.set_yticklabels([str(p) for p in ans], fontsize=5)
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="attention weight")
+    fig.tight_layout()
+    style.save(fig, ctx.out)

@@ -1,0 +1,53 @@
+"""Final train vs test accuracy per run, one panel per task: points below the diagonal
+overfit (train above test)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from fpt.analysis.figures import style
+from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
+from fpt.analysis.stats import final_rows
+from fpt.analysis.targets import BuildContext
+
+
+def build(ctx: BuildContext) -> None:
+    test = final_rows(ctx.metrics, "test")
+    train = final_rows(ctx.metrics, "train")[["run", "accuracy"]]
+    d = test.merge(train.rename(columns={"accuracy": "train"}), on="run", how="inner")
+    if d.empty:
+        return style.empty(ctx.out, "Train vs test", ctx.missing)
+    d = d.assign(
+        **{"train accuracy (%)": d["train"] * 100, "test accuracy (%)": d["accuracy"] * 100},
+        model=d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"],
+    )
+    tasks = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
+        set(d["task"]) - set(PAPER_TASKS)
+    )
+    style.setup()
+    w = style.COLUMN_WIDTH_IN * 0.75
+    fig, axes = plt.subplots(1, len(tasks), figsize=(w * len(tasks), w), squeeze=False)
+    pal = style.palette(d["model"])
+    for ax, task in zip(axes[0], tasks, strict=True):
+        ax.plot([0, 100], [0, 100], color="0.6", lw=0.8, ls="--", zorder=0)
+        sns.scatterplot(
+            data=d[d["task"] == task],
+            x="train accuracy (%)",
+            y="test accuracy (%)",
+            hue="model",
+            palette=pal,
+            ax=ax,
+            s=25,
+            legend=ax is axes[0][-1],
+        )
+        ax.set_title(TASK_LABELS.get(task, task))
+        ax.set_xlim(0, 101)
+        ax.set_ylim(0, 101)
+        ax.set_aspect("equal")
+    sns.move_legend(
+        axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7,
+        title="backbone size, init, trained",
+    )  # fmt: skip
+    fig.tight_layout()
+    style.save(fig, ctx.out)

@@ -1,0 +1,74 @@
+"""Successive unfreezing as grouped bars per task, pretrained vs random."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from fpt.analysis.compare import select
+from fpt.analysis.figures import style
+from fpt.analysis.paper import LADDER as LADDER_PAPER
+from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
+from fpt.analysis.stats import final_rows
+from fpt.analysis.targets import BuildContext
+
+LADDER = {
+    "output_only": "output",
+    "output_ln": "+ LN",
+    "output_ln_in": "+ input",
+    "fpt": "+ pos (FPT)",
+}
+
+
+def _paper_markers(ax, task: str, x_order: list[str], hue_order: list[str]) -> None:
+    """The paper's value for each bar, as a black tick on it (GPT-2 small)."""
+    width = 0.8 / max(len(hue_order), 1)
+    label = "paper (GPT-2)"
+    for h, hue in enumerate(hue_order):
+        init = hue.split(" ")[0]
+        for x, name in enumerate(x_order):
+            preset = next(p for p, n in LADDER.items() if n == name)
+            ref = LADDER_PAPER.get((init, preset), {}).get(task)
+            if isinstance(ref, int | float):
+                xc = x - 0.4 + width * (h + 0.5)
+                ax.plot([xc - width / 2.5, xc + width / 2.5], [ref, ref], color="black", lw=1.2,
+                        label=label)  # fmt: skip
+                label = None
+
+
+def build(ctx: BuildContext) -> None:
+    d = final_rows(
+        select(ctx.metrics, {"trainable": tuple(LADDER), "init": ("pretrained", "random")})
+    )
+    if d.empty:
+        return style.empty(ctx.out, "Unfreezing ladder", ctx.missing)
+    d = d.assign(
+        trained=d["trainable"].map(LADDER),
+        **{"test accuracy (%)": d["accuracy"] * 100},
+        init=d["init"] + " (" + d["backbone"] + " " + d["size"] + ")",
+    )
+    order = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
+        set(d["task"]) - set(PAPER_TASKS)
+    )
+    style.setup()
+    fig, axes = plt.subplots(
+        1, len(order), figsize=(style.COLUMN_WIDTH_IN * max(len(order), 1), 2.4), squeeze=False
+    )
+    hue_order = sorted(d["init"].unique())
+    for ax, task in zip(axes[0], order, strict=True):
+        sub = d[d["task"] == task]
+        x_order = [v for v in LADDER.values() if v in set(sub["trained"])]
+        sns.barplot(data=sub, x="trained", y="test accuracy (%)", hue="init", order=x_order,
+                    hue_order=hue_order, palette="colorblind", errorbar=("ci", 95), ax=ax,
+                    legend=ax is axes[0][-1])  # fmt: skip
+        _paper_markers(ax, task, x_order, hue_order)
+        ax.set_title(TASK_LABELS.get(task, task))
+        ax.set_xlabel("parameters trained (cumulative)")
+        ax.set_ylim(0, 101)
+        ax.tick_params(axis="x", labelrotation=20)
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(
+            axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="init", frameon=False
+        )
+    fig.tight_layout()
+    style.save(fig, ctx.out)

@@ -1,0 +1,1 @@
+"""One module per table target (fpt.analysis.targets), each with build(ctx)."""

@@ -1,0 +1,95 @@
+"""Compute efficiency: training steps until test accuracy converges, frozen pretrained
+(FPT) vs frozen random, and the speedup. The paper states no criterion; ours is
+stats.steps_to_converge with the config's `analysis.convergence_tolerance`."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fpt.analysis import paper
+from fpt.analysis.compare import select
+from fpt.analysis.render import Table
+from fpt.analysis.stats import cell, final_rows, reported, steps_to_converge
+from fpt.analysis.targets import BuildContext
+
+DEFAULT_TOLERANCE = 0.01
+ROLES = {"FPT": "pretrained", "random": "random"}
+
+
+def _per_run(curves: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    out = []
+    for run, c in curves.groupby("run", sort=True):
+        steps = steps_to_converge(c["step"].tolist(), c["accuracy"].tolist(), tolerance)
+        out.append({"run": run, "converge_step": steps})
+    return pd.DataFrame(out, columns=["run", "converge_step"])
+
+
+def _steps(v: float) -> str:
+    return f"{v:.0e}".replace("e+0", "e")  # 1e4, as the paper writes them
+
+
+def _model_cols(finals: pd.DataFrame, task: str):
+    sub = finals[finals["task"] == task]
+    return sub["backbone"], sub["size"]
+
+
+def build(ctx: BuildContext) -> None:
+    tol = float(ctx.settings.get("convergence_tolerance", DEFAULT_TOLERANCE))
+    df = select(ctx.metrics, {"trainable": "fpt"}, {"backbone": "lstm"})
+    df = df[~df["init"].isin(["stats", "bit_memory"])]
+    curves = reported(df[df["diverged"] == False])  # noqa: E712 (a boolean column)
+    conv = _per_run(curves, tol) if len(curves) else pd.DataFrame(columns=["run", "converge_step"])
+    finals = final_rows(df).merge(conv, on="run", how="left")
+    models = sorted(set(zip(finals["backbone"], finals["size"], strict=True)))
+    tasks = list(paper.PAPER_TASKS) + sorted(set(finals["task"]) - set(paper.PAPER_TASKS))
+    header = [
+        "Task", "Backbone", "FPT steps", "random steps", "speedup", "FPT acc", "random acc",
+        "paper FPT steps", "paper random steps", "paper speedup",
+    ]  # fmt: skip
+    rows, data = [], []
+    for task in tasks:
+        ref = paper.EFFICIENCY.get(task)
+        ref_cells = [_steps(ref[0]), _steps(ref[1]), f"{ref[2]:g}x"] if ref else ["—"] * 3
+        task_models = [m for m in models if m in set(zip(*_model_cols(finals, task), strict=True))]
+        if not task_models:
+            rows.append([paper.TASK_LABELS.get(task, task), "—"] + [ctx.missing] * 5 + ref_cells)
+            continue
+        for backbone, size in task_models:
+            sel = finals[
+                (finals["task"] == task)
+                & (finals["backbone"] == backbone)
+                & (finals["size"] == size)
+            ]
+            cells, accs = {}, {}
+            for role, init in ROLES.items():
+                s = sel[sel["init"] == init]
+                cells[role] = cell(s["converge_step"].dropna().tolist())
+                accs[role] = cell(s["accuracy"].tolist())
+            both = cells["FPT"].n and cells["random"].n
+            speed = cells["random"].mean / max(cells["FPT"].mean, 1) if both else None
+            rows.append(
+                [paper.TASK_LABELS.get(task, task), f"{backbone} {size}"]
+                + [cells[r].fmt(scale=1, digits=0) if cells[r].n else ctx.missing for r in ROLES]
+                + [f"{speed:.1f}x" if speed is not None else "—"]
+                + [accs[r].fmt() if accs[r].n else ctx.missing for r in ROLES]
+                + ref_cells
+            )
+            data.append({
+                "task": task, "backbone": backbone, "size": size, "tolerance": tol,
+                "fpt_steps": cells["FPT"].mean, "fpt_n": cells["FPT"].n,
+                "random_steps": cells["random"].mean, "random_n": cells["random"].n,
+                "speedup": speed, "fpt_accuracy": accs["FPT"].mean, "random_accuracy": accs["random"].mean,
+                "paper_fpt_steps": ref[0] if ref else None, "paper_random_steps": ref[1] if ref else None,
+                "paper_speedup": ref[2] if ref else None,
+            })  # fmt: skip
+    caption = (
+        f"Gradient steps to converge. Criterion: the first evaluation from which a run's test "
+        f"accuracy stays within {tol * 100:g} percentage point(s) of its own best (config: "
+        "analysis.convergence_tolerance), mean over seeds ± 95% t-interval; speedup = random / "
+        "FPT. Converging early to a low plateau counts as converging: read the steps beside the "
+        "final accuracy (%). Resolution is the evaluation interval. Diverged runs are left out. "
+        "Paper: Lu et al. (2021), which does not state its criterion."
+    )
+    Table(
+        "Compute efficiency: steps to converge", caption, header, rows, pd.DataFrame(data)
+    ).write_to(ctx.out)
