@@ -53,7 +53,10 @@ def test_test_grid_through_the_slurm_profile(slurm_up, tmp_path, tiny_weights_di
 
     # Every training run went through sbatch and was run by slurmd to completion.
     job_ids = re.findall(r"submitted with SLURM jobid (\d+)", log)
-    assert len(job_ids) == 7, log[-3000:]
+    from fpt import grid
+
+    n_runs = len(grid.expand(grid.load_config(REPO / ".test" / "config.yaml")).runs)
+    assert len(job_ids) == n_runs == 9, log[-3000:]  # table1's 7 + protocol_swept's 2
     states = subprocess.run(
         ["squeue", "--states=all", "-h", "-o", "%i %T", "-j", ",".join(job_ids)],
         capture_output=True,
