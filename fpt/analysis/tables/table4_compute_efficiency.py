@@ -28,11 +28,6 @@ def _steps(v: float) -> str:
     return f"{v:.0e}".replace("e+0", "e")  # 1e4, as the paper writes them
 
 
-def _model_cols(finals: pd.DataFrame, task: str):
-    sub = finals[finals["task"] == task]
-    return sub["backbone"], sub["size"]
-
-
 def build(ctx: BuildContext) -> None:
     tol = float(ctx.settings.get("convergence_tolerance", DEFAULT_TOLERANCE))
     df = select(ctx.metrics, {"trainable": "fpt"}, {"backbone": "lstm"})
@@ -41,6 +36,9 @@ def build(ctx: BuildContext) -> None:
     conv = _per_run(curves, tol) if len(curves) else pd.DataFrame(columns=["run", "converge_step"])
     finals = final_rows(df).merge(conv, on="run", how="left")
     models = sorted(set(zip(finals["backbone"], finals["size"], strict=True)))
+    by_task = {
+        t: set(zip(g["backbone"], g["size"], strict=True)) for t, g in finals.groupby("task")
+    }
     tasks = list(paper.PAPER_TASKS) + sorted(set(finals["task"]) - set(paper.PAPER_TASKS))
     header = [
         "Task", "Backbone", "FPT steps", "random steps", "speedup", "FPT acc", "random acc",
@@ -50,7 +48,7 @@ def build(ctx: BuildContext) -> None:
     for task in tasks:
         ref = paper.EFFICIENCY.get(task)
         ref_cells = [_steps(ref[0]), _steps(ref[1]), f"{ref[2]:g}x"] if ref else ["—"] * 3
-        task_models = [m for m in models if m in set(zip(*_model_cols(finals, task), strict=True))]
+        task_models = [m for m in models if m in by_task.get(task, set())]
         if not task_models:
             rows.append([paper.TASK_LABELS.get(task, task), "—"] + [ctx.missing] * 5 + ref_cells)
             continue
