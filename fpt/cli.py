@@ -10,7 +10,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from fpt.spec import RunSpec
+from fpt.spec import LSTM_CELLS, PRECISIONS, RANDOM_INITS, RunSpec
 
 
 def _depth(v: str) -> int | str:
@@ -53,6 +53,19 @@ def _add_model_args(p: argparse.ArgumentParser, steps: bool = True) -> None:
     )
     p.add_argument("--input-init", default=d["input_init"], choices=INPUT_INITS)
     p.add_argument(
+        "--random-init",
+        default=d["random_init"],
+        choices=RANDOM_INITS,
+        help="how a random backbone is drawn: paper (transformers 4.1.1's scheme) or library",
+    )
+    p.add_argument(
+        "--backbone-dropout",
+        default=d["backbone_dropout"],
+        type=float,
+        help="dropout inside the backbone (default: the reference's for the family)",
+    )
+    p.add_argument("--lstm-cell", default=d["lstm_cell"], choices=LSTM_CELLS)
+    p.add_argument(
         "--option",
         action="append",
         default=[],
@@ -86,6 +99,7 @@ def _add_model_args(p: argparse.ArgumentParser, steps: bool = True) -> None:
             type=int,
             help="early stopping: evaluations without a new best val accuracy (0 = off)",
         )
+        p.add_argument("--precision", default=d["precision"], choices=PRECISIONS)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--threads", type=int, help="CPU threads for torch")
 
@@ -118,43 +132,59 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    """Counts from the architecture alone: the task's shapes come from its options
+    (`Task.shapes`, no data read) and the backbone from its shipped architecture config
+    with init random (the architecture, hence every count, is the pretrained one's; no
+    weights read). The model is built on the meta device: shapes without storage, so even
+    GPT-2 xl costs no memory. --data-dir, --weights-dir and --init-from are accepted (the
+    other commands take them) and not read."""
+    import types
+
     import torch
 
     from fpt.models import build_model, count_params
-    from fpt.tasks import make_task
+    from fpt.models.reach import PAPER_RULE, paper_count, paper_options
+    from fpt.tasks import TASKS
+    from fpt.tasks.base import shape_summary
 
     spec = _spec(args)
+    task_cls = TASKS[spec.task]
+
+    def model_for(options: dict):
+        input_spec, head = task_cls.shapes(options)
+        shapes = types.SimpleNamespace(input=input_spec, head=head)
+        with torch.device("meta"):
+            return build_model(
+                shapes,
+                spec.backbone,
+                spec.size,
+                "random",
+                spec.trainable,
+                spec.depth_int,
+                spec.input_init,
+            )
+
     options = dict(spec.options)
-    if args.data_dir is not None:
-        options.setdefault("data_dir", str(args.data_dir))
-    task = make_task(spec.task, "cpu", options)
-    torch.manual_seed(0)
-    # Without its source run, a bit_memory backbone is counted as the random one it starts as.
-    init = "random" if spec.init == "bit_memory" and args.init_from is None else spec.init
-    model = build_model(
-        task,
-        spec.backbone,
-        spec.size,
-        init,
-        spec.trainable,
-        spec.depth_int,
-        spec.input_init,
-        args.weights_dir,
-        init_from=args.init_from,
-    )
+    model = model_for(options)
     counts = count_params(model)
+    paper_opts = paper_options(spec.task, options)
+    same = task_cls.shapes(paper_opts) == task_cls.shapes(options)
+    paper_model = model if same else model_for(paper_opts)
     out = {
         "backbone": spec.backbone,
         "size": spec.size,
         "init": spec.init,
+        "weights": "architecture only (counts do not need the weights)",
         "trainable_preset": spec.trainable,
         "depth": model.backbone.n_layers,
         "width": model.backbone.width,
         "total_params": counts["all"]["total"],
         "trainable_params": counts["all"]["trainable"],
+        "reachable_params": counts["all"]["reachable"],
         "trainable_fraction": counts["all"]["trainable"] / counts["all"]["total"],
+        "paper_convention": {"rule": PAPER_RULE, "params": paper_count(paper_model)},
         "groups": {k: v for k, v in counts.items() if k != "all"},
-        "task_shape": task.describe(),
+        "task_shape": shape_summary(spec.task, model.input_spec, model.head),
     }
     print(json.dumps(out, indent=2))
     return 0
@@ -223,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "describe", help="parameter counts (total/trainable per group) and task shape as JSON"
+        "describe",
+        help="parameter counts (total/trainable/reachable per group, and as the paper counted) "
+        "and task shape as JSON; reads no data and no weights",
     )
     _add_model_args(p, steps=False)
     p.set_defaults(func=cmd_describe)

@@ -45,10 +45,13 @@ def _where(path) -> str:
 
 
 def _fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Top-level defaults, and those of nested blocks with their own (`analysis`)."""
     out = dict(config)
     for key, prop in schema["properties"].items():
         if "default" in prop and key not in out:
             out[key] = prop["default"]
+        if prop.get("type") == "object" and "properties" in prop and isinstance(out.get(key), dict):
+            out[key] = _fill_defaults(out[key], prop)
     return out
 
 
@@ -202,9 +205,16 @@ def expand(config: dict[str, Any], source: str = "config") -> Grid:
 
 
 def _check_sweepable(spec: RunSpec, where: str) -> None:
-    """Selection on val must not see the split a table reports."""
+    """Selection on val must not see the split a table reports, and needs a val split."""
     from fpt.analysis.paper import REPORTED_SPLIT
+    from fpt.tasks import TASKS
 
+    if not TASKS[spec.task].has_val(spec.options):
+        raise ConfigError(
+            f"{where}: protocol 'swept' selects the lr on the val split, and {spec.task} has "
+            "none with val_size 0. Fix: set a val_size in the experiment's settings, e.g. "
+            "settings: {options: {val_size: 5000}}."
+        )
     if REPORTED_SPLIT.get(spec.task, "test") == "val":
         raise ConfigError(
             f"{where}: protocol 'swept' selects the lr on the val split, and {spec.task}'s "

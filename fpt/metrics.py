@@ -18,8 +18,10 @@ import pyarrow.parquet as pq
 # Bump when columns change meaning; readers upgrade files from the versions in UPGRADABLE
 # (see upgrade) and refuse others, naming the fix.
 # 2: early stopping columns `patience`, `stop_step`, `best_step`.
-SCHEMA_VERSION = 2
-UPGRADABLE = {1}
+# 3: fidelity settings `precision`, `random_init`, `backbone_dropout`, `lstm_cell`; the
+#    device's name; `reachable_params`; per evaluation `eval_examples` and `chance`.
+SCHEMA_VERSION = 3
+UPGRADABLE = {1, 2}
 
 SCHEMA = pa.schema(
     [
@@ -46,12 +48,25 @@ SCHEMA = pa.schema(
         # checkpoint holds and whose test row is reported (null without early stopping).
         ("stop_step", pa.int64()),
         ("best_step", pa.int64()),
+        # Size of the evaluated split in examples, and the accuracy of always answering its
+        # most frequent label (a collapsed model's score); null on train rows.
+        ("eval_examples", pa.int64()),
+        ("chance", pa.float64()),
         ("trainable_params", pa.int64()),
+        # Trainable parameters that can receive a gradient for the task's sequence length
+        # (position rows beyond it cannot; fpt.models.reach).
+        ("reachable_params", pa.int64()),
         ("total_params", pa.int64()),
         ("steps", pa.int64()),
         ("batch_size", pa.int64()),
         ("patience", pa.int64()),
+        # Fidelity settings (fpt.spec); null where one does not apply to the run.
+        ("precision", pa.string()),
+        ("random_init", pa.string()),
+        ("backbone_dropout", pa.float64()),
+        ("lstm_cell", pa.string()),
         ("device", pa.string()),
+        ("device_name", pa.string()),
         ("torch_version", pa.string()),
         ("transformers_version", pa.string()),
         ("fpt_version", pa.string()),
@@ -89,7 +104,7 @@ def git_revision() -> str:
     return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
 
 
-def provenance(device: str) -> dict[str, Any]:
+def provenance(device: str, device_name: str | None = None) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -97,6 +112,7 @@ def provenance(device: str) -> dict[str, Any]:
 
     return {
         "device": device,
+        "device_name": device_name,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "fpt_version": fpt.__version__,
@@ -124,8 +140,11 @@ def write_atomic(table: pa.Table, path: str | Path) -> None:
 
 def upgrade(table: pa.Table, source: str | Path = "metrics") -> pa.Table:
     """`table` in the current SCHEMA. Version 1 files (before early stopping) are the same
-    runs with patience 0: stop_step = the run's last step, best_step null. Files from any
-    other version are refused, naming the fix."""
+    runs with patience 0: stop_step = the run's last step, best_step null. Version 2 files
+    (before the fidelity settings) record what fpt did then: bf16 on CUDA, else fp32; the
+    library's random init; ViT without dropout; the fused LSTM cell; split sizes, chance and
+    reachable counts unknown (null). Files from any other version are refused, naming the
+    fix."""
     versions = (
         set(table.column("schema_version").to_pylist())
         if "schema_version" in table.column_names
@@ -144,6 +163,14 @@ def upgrade(table: pa.Table, source: str | Path = "metrics") -> pa.Table:
         df["stop_step"] = df.groupby("run")["step"].transform("max")
         df["best_step"] = None
         df["patience"] = 0
+    if "precision" not in df:  # version 2
+        df["precision"] = (
+            df["device"].astype(str).str.startswith("cuda").map({True: "bf16", False: "fp32"})
+        )
+        random = df["init"].isin(["random", "bit_memory"]) & (df["backbone"] != "lstm")
+        df["random_init"] = random.map({True: "library", False: None})
+        df["backbone_dropout"] = (df["backbone"] == "vit").map({True: 0.0, False: None})
+        df["lstm_cell"] = (df["backbone"] == "lstm").map({True: "fused", False: None})
     df["schema_version"] = SCHEMA_VERSION
     return to_table(df.to_dict("records"))
 

@@ -10,15 +10,45 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 AXES = ("task", "backbone", "size", "init", "trainable", "depth", "input_init", "lr", "seed")
+PRECISIONS = ("fp32", "tf32", "bf16")
+RANDOM_INITS = ("paper", "library")
+LSTM_CELLS = ("reference", "fused")
 
-# Settings added after runs already existed, with the value that means "as before". At that
-# value they are left out of the settings hash, the JSON form and the CLI, so adding one
-# never renames, retrains or restarts (checkpoint spec check) an existing run.
-OPTIONAL_SETTINGS: dict[str, Any] = {"patience": 0}
+
+@dataclass(frozen=True)
+class LaterSetting:
+    """A setting added after runs already existed.
+
+    `legacy(spec)` is the value that reproduces what fpt did before the setting existed;
+    `applies(spec)` says whether the setting changes the run at all (random_init changes
+    nothing for a pretrained backbone). The settings hash leaves the setting out where it
+    does not apply or holds its legacy value, so adding a setting renames exactly the runs
+    it changes. The JSON form and the CLI leave it out at its default, so both round-trip;
+    where it does not apply it is reset to its default (one spec, one form)."""
+
+    legacy: Callable[[RunSpec], Any]
+    applies: Callable[[RunSpec], bool] = lambda spec: True
+
+
+def _random_backbone(spec: RunSpec) -> bool:
+    """A backbone drawn from an init scheme: random, or random before the Bit Memory load."""
+    return spec.init in ("random", "bit_memory") and spec.backbone != "lstm"
+
+
+LATER_SETTINGS: dict[str, LaterSetting] = {
+    "patience": LaterSetting(legacy=lambda s: 0),
+    # GPU runs were bf16 before `precision` existed; CPU runs (all that were made) fp32.
+    "precision": LaterSetting(legacy=lambda s: "fp32"),
+    "random_init": LaterSetting(legacy=lambda s: "library", applies=_random_backbone),
+    # None = the reference's dropout for the family; ViT's was 0 before (not the reference's).
+    "backbone_dropout": LaterSetting(legacy=lambda s: 0.0 if s.backbone == "vit" else None),
+    "lstm_cell": LaterSetting(legacy=lambda s: "fused", applies=lambda s: s.backbone == "lstm"),
+}
 
 
 def fmt_lr(lr: float) -> str:
@@ -46,15 +76,38 @@ class RunSpec:
     # Early stopping: end the run after this many evaluations without a new best validation
     # accuracy and restore the best weights (fpt.train); 0 = off (the paper's protocol).
     patience: int = 0
+    # Arithmetic (fpt.precision): fp32 as the paper trained; tf32 / bf16 autocast on CUDA.
+    precision: str = "fp32"
+    # How a random backbone is drawn (fpt.models.random_init): `paper` = the reference's
+    # transformers 4.1.1 scheme, `library` = whatever the installed transformers does.
+    random_init: str = "paper"
+    # Dropout inside the backbone: None = the reference's for the family (ViT: 0.1 on hidden
+    # states, attention and after the positions); a number overrides every dropout of it.
+    backbone_dropout: float | None = None
+    # The LSTM baseline's cell (fpt.models.lstm): `reference` = the paper's layer-norm LSTM.
+    lstm_cell: str = "reference"
+
+    def __post_init__(self) -> None:
+        for name, later in LATER_SETTINGS.items():
+            if not later.applies(self):
+                object.__setattr__(self, name, _DEFAULTS[name])
 
     def _dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: v for k, v in d.items() if OPTIONAL_SETTINGS.get(k, object()) != v}
+        return {k: v for k, v in d.items() if k not in LATER_SETTINGS or v != _DEFAULTS[k]}
 
     def settings(self) -> dict[str, Any]:
         """The non-axis settings that define the run (hashed into its path)."""
-        d = self._dict()
-        return {k: d[k] for k in d if k not in AXES}
+        d = asdict(self)
+        return {
+            k: v
+            for k, v in d.items()
+            if k not in AXES
+            and not (
+                k in LATER_SETTINGS
+                and (not LATER_SETTINGS[k].applies(self) or v == LATER_SETTINGS[k].legacy(self))
+            )
+        }
 
     def settings_hash(self) -> str:
         blob = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
@@ -89,6 +142,8 @@ class RunSpec:
             d["depth"] = int(d["depth"])
         if "lr" in d:
             d["lr"] = float(d["lr"])
+        if d.get("backbone_dropout") is not None:
+            d["backbone_dropout"] = float(d["backbone_dropout"])
         return cls(**d)
 
     def cli_args(self) -> list[str]:
@@ -96,7 +151,7 @@ class RunSpec:
         args = []
         for f in fields(self):
             v = getattr(self, f.name)
-            if OPTIONAL_SETTINGS.get(f.name, object()) == v:
+            if f.name in LATER_SETTINGS and v == _DEFAULTS[f.name]:
                 continue
             flag = "--" + f.name.replace("_", "-")
             if f.name == "options":
@@ -110,3 +165,6 @@ class RunSpec:
             else:
                 args += [flag, str(v)]
         return args
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunSpec) if f.name in LATER_SETTINGS}

@@ -10,19 +10,18 @@ import math
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from fpt import checkpoint, features
+from fpt import checkpoint, features, precision
 from fpt.early_stop import EarlyStopping
 from fpt.metrics import provenance, to_table, write_atomic
 from fpt.models import build_for_spec, count_params
 from fpt.models.init import check_source
-from fpt.spec import RunSpec
+from fpt.spec import LATER_SETTINGS, RunSpec
 from fpt.tasks import Task, make_task
 
 log = logging.getLogger("fpt.train")
@@ -81,6 +80,27 @@ def evaluate(model, task: Task, split: str, batch_size: int, autocast) -> tuple[
         n += b.y.numel()
     model.train()
     return (loss_sum / n).item(), (correct.double() / n).item()
+
+
+def eval_split_facts(task: Task, split: str, batch_size: int) -> dict[str, Any]:
+    """What a table needs to judge an accuracy on `split`: its size in examples (binomial
+    noise) and `chance`, the accuracy of always predicting the split's most frequent label
+    (what a collapsed model scores)."""
+    counts: torch.Tensor | None = None
+    examples = 0
+    for b in task.eval_batches(split, batch_size):
+        c = torch.bincount(b.y.reshape(-1).long(), minlength=task.head.n_classes)
+        counts = c if counts is None else counts + c
+        examples += len(b)
+    chance = (counts.max() / counts.sum()).item() if counts is not None else None
+    return {"eval_examples": examples, "chance": chance}
+
+
+def run_setting_columns(spec: RunSpec) -> dict[str, Any]:
+    """The fidelity settings of a run as metrics columns; null where one does not apply
+    (random_init for a pretrained backbone, lstm_cell for a transformer)."""
+    cols = ("precision", "random_init", "backbone_dropout", "lstm_cell")
+    return {c: getattr(spec, c) if LATER_SETTINGS[c].applies(spec) else None for c in cols}
 
 
 def train_step(
@@ -178,9 +198,7 @@ def train(
         )
     generator = torch.Generator(device=dev).manual_seed(spec.seed)
 
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-
+    autocast = precision.configure(spec.precision, dev)
     # Speed hooks (fpt.features, BENCHMARKS.md): with the cache_features option the loop steps
     # `step_model` on cached features; `model` stays what is checkpointed and restored.
     task, step_model = features.prepare(options, task, model, spec.eval_batch_size, autocast)
@@ -196,11 +214,14 @@ def train(
         "settings": spec.settings_hash(),
         "run": spec.path,
         "trainable_params": counts["all"]["trainable"],
+        "reachable_params": counts["all"].get("reachable"),
         "total_params": counts["all"]["total"],
         "steps": spec.steps,
         "batch_size": spec.batch_size,
-        **provenance(str(dev)),
+        **run_setting_columns(spec),
+        **provenance(str(dev), precision.device_name(dev)),
     }
+    split_facts = {s: eval_split_facts(task, s, spec.eval_batch_size) for s in task.eval_splits}
 
     ckpt_dir = out_dir / "checkpoint"
     spec_json = spec.to_json()
@@ -272,7 +293,9 @@ def train(
             )
         for split in task.eval_splits:
             loss, accuracy = evaluate(step_model, task, split, spec.eval_batch_size, autocast)
-            new.append({**common, "split": split, "loss": loss, "accuracy": accuracy})
+            new.append(
+                {**common, "split": split, "loss": loss, "accuracy": accuracy} | split_facts[split]
+            )
         acc["loss"].zero_(), acc["correct"].zero_()
         acc["n"] = 0
         rows.extend(new)  # non-finite rows are kept too: they record when the run diverged

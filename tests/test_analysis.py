@@ -77,7 +77,7 @@ def test_compute_efficiency_table_counts_steps_and_speedup(tmp_path):
     assert csv.loc["bit_xor", "speedup"] == pytest.approx(3.0)
     assert csv.loc["bit_xor", "paper_speedup"] == 40
     md = out["md"].read_text()
-    assert "within 1 percentage point(s) of its own best" in md and "3.0x" in md
+    assert "1 percentage point(s) (analysis.convergence_tolerance)" in md and "3.0x" in md
     assert "| MNIST | — | not in demo |" in md
 
 

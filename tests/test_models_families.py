@@ -219,5 +219,6 @@ def test_describe_agrees_for_a_new_family():
     )
     info = json.loads(out.stdout)
     assert info["trainable_params"] == _expected("t5", "fpt", make_task("bit_xor"))
-    assert info["groups"]["pos"] == {"total": 32 * 4, "trainable": 32 * 4}
+    # 10 tokens: relative positions -9..9 reach T5's buckets 0..8 and 17..24 (17 of 32)
+    assert info["groups"]["pos"] == {"total": 32 * 4, "trainable": 32 * 4, "reachable": 17 * 4}
     assert info["groups"]["attn"]["trainable"] == 0

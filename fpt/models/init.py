@@ -31,7 +31,10 @@ INITS = ("pretrained", "random", "stats", "bit_memory")
 
 # The axes a Bit Memory source run takes from its dependent run; the rest are fixed here.
 SOURCE_FIXED = {"task": "bit_memory", "init": "random", "trainable": "full"}
-SOURCE_INHERITED = ("backbone", "size", "depth", "input_init", "seed")
+SOURCE_INHERITED = (
+    "backbone", "size", "depth", "input_init", "seed",  # axes
+    "random_init", "backbone_dropout", "lstm_cell",  # how the backbone is drawn and built
+)  # fmt: skip
 
 
 @torch.no_grad()
@@ -52,7 +55,8 @@ def bit_memory_source(spec: RunSpec, settings: dict[str, Any]) -> RunSpec:
     """The Bit Memory pretraining run that an init=bit_memory run loads its backbone from.
 
     Axes: task bit_memory, init random, trainable full, and the dependent run's backbone,
-    size, depth, input_init and seed (one source per seed). Every other setting (steps, lr,
+    size, depth, input_init and seed (one source per seed), with its random_init,
+    backbone_dropout and lstm_cell (the backbone it loads is built the same way). Every other setting (steps, lr,
     batch sizes, eval cadence, task options) comes from `settings`: the config's `defaults`
     merged with `tasks.bit_memory` (fpt.grid passes exactly that), i.e. the run a grid point
     {task: bit_memory, init: random, trainable: full, ...} of the same config would be, so

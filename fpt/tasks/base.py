@@ -62,19 +62,57 @@ class Batch:
         return out
 
 
+def shape_summary(name: str, input: InputSpec, head: HeadSpec) -> dict[str, Any]:
+    """The task shape as `fpt describe` prints it (also `Task.describe`'s first keys)."""
+    return {
+        "task": name,
+        "input_kind": input.kind,
+        "tokens": input.n_tokens,
+        "token_dim": input.dim,
+        "answer_tokens": head.n_answer_tokens,
+        "outputs_per_token": head.outputs_per_token,
+        "classes": head.n_classes,
+    }
+
+
 class Task(ABC):
-    """One task of the paper. Subclasses set `name`, `input`, `head` and `eval_splits`."""
+    """One task of the paper. Subclasses set `name`, implement `shapes` (the constructor
+    takes `input` and `head` from it) and may narrow `eval_splits` per instance."""
 
     name: str
     input: InputSpec
     head: HeadSpec
+    # Option defaults, merged under the given options (`options_of`).
+    defaults: dict[str, Any] = {}
     # Splits evaluated at every evaluation. "val" drives model selection (early stopping,
-    # lr sweeps); test splits are reported.
+    # lr sweeps); test splits are reported. The class value is the default; the constructor
+    # copies it to the instance, and a task built without a val split (`val_size: 0`) drops
+    # "val" from its own copy.
     eval_splits: tuple[str, ...] = ("val", "test")
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         self.device = device
         self.options = dict(options or {})
+        self.eval_splits = tuple(type(self).eval_splits)
+
+    @classmethod
+    def options_of(cls, options: dict[str, Any] | None) -> dict[str, Any]:
+        """`options` over the class defaults."""
+        return {**cls.defaults, **(options or {})}
+
+    @classmethod
+    def shapes(cls, options: dict[str, Any] | None = None) -> tuple[InputSpec, HeadSpec]:
+        """The input and head spec from the options (and the class defaults) alone: no data
+        is read, so `fpt describe` and config checks can size a model without the dataset.
+        Invalid options raise ValueError here, with the message the constructor gives."""
+        raise NotImplementedError(f"{cls.__name__} does not define shapes()")
+
+    @classmethod
+    def has_val(cls, options: dict[str, Any] | None = None) -> bool:
+        """Whether the task built with `options` has a "val" split (from the options alone,
+        no data loading). True unless the task holds its val split out of the training set
+        and `val_size` is 0."""
+        return True
 
     @abstractmethod
     def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
@@ -93,12 +131,4 @@ class Task(ABC):
         return (logits.argmax(-1) == y).sum()
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "task": self.name,
-            "input_kind": self.input.kind,
-            "tokens": self.input.n_tokens,
-            "token_dim": self.input.dim,
-            "answer_tokens": self.head.n_answer_tokens,
-            "outputs_per_token": self.head.outputs_per_token,
-            "classes": self.head.n_classes,
-        }
+        return shape_summary(self.name, self.input, self.head)

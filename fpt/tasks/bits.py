@@ -70,13 +70,22 @@ class BitMemory(_SyntheticTask):
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
-        n_bits, patch, n_strings = (int(self.options[k]) for k in ("n_bits", "patch", "n_strings"))
+        self.input, self.head = self.shapes(self.options)
+        self.n_bits, self.patch, self.n_strings = (
+            int(self.options[k]) for k in ("n_bits", "patch", "n_strings")
+        )
+
+    @classmethod
+    def shapes(cls, options: dict[str, Any] | None = None) -> tuple[InputSpec, HeadSpec]:
+        opts = cls.options_of(options)
+        n_bits, patch, n_strings = (int(opts[k]) for k in ("n_bits", "patch", "n_strings"))
         if n_bits % patch:
             raise ValueError(f"bit_memory: n_bits={n_bits} is not a multiple of patch={patch}")
-        self.n_bits, self.patch, self.n_strings = n_bits, patch, n_strings
         per_string = n_bits // patch
-        self.input = InputSpec("continuous", patch, (n_strings + 1) * per_string)
-        self.head = HeadSpec(n_answer_tokens=per_string, outputs_per_token=patch, n_classes=2)
+        return (
+            InputSpec("continuous", patch, (n_strings + 1) * per_string),
+            HeadSpec(n_answer_tokens=per_string, outputs_per_token=patch, n_classes=2),
+        )
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         dev = self.device
@@ -104,8 +113,15 @@ class BitXOR(_SyntheticTask):
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
         self.n_bits = int(self.options["n_bits"])
-        self.input = InputSpec("continuous", 1, 2 * self.n_bits)
-        self.head = HeadSpec(n_answer_tokens=self.n_bits, outputs_per_token=1, n_classes=2)
+        self.input, self.head = self.shapes(self.options)
+
+    @classmethod
+    def shapes(cls, options: dict[str, Any] | None = None) -> tuple[InputSpec, HeadSpec]:
+        n_bits = int(cls.options_of(options)["n_bits"])
+        return (
+            InputSpec("continuous", 1, 2 * n_bits),
+            HeadSpec(n_answer_tokens=n_bits, outputs_per_token=1, n_classes=2),
+        )
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         bits = torch.randint(0, 2, (n, 2, self.n_bits), generator=generator, device=self.device)

@@ -9,6 +9,7 @@ split's whole fixed set in order.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,34 @@ def carve(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"cannot hold out {size} of {n} examples")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[size:].sort().values, perm[:size].sort().values
+
+
+def hold_out(
+    task: str, n: int, size: Any, seed: int, option: str = "val_size"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`carve` for a held-out split that may be empty: (rest, held_out), held_out None when
+    `size` is 0 (then rest is all of range(n)). A negative size, or one that leaves nothing
+    to train on, is an error naming the option and the fix."""
+    size = check_size(task, option, size)
+    if size == 0:
+        return torch.arange(n), None
+    if size >= n:
+        raise ValueError(
+            f"{task}: {option}={size} holds out the whole training set ({n} examples): use a "
+            f"{option} below {n}, or {option}: 0 to train on all {n} with no val split"
+        )
+    return carve(n, size, seed)
+
+
+def check_size(task: str, option: str, size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, numbers.Real) or size != int(size):
+        raise ValueError(f"{task}: {option}={size!r} is not a whole number of examples")
+    if size < 0:
+        raise ValueError(
+            f"{task}: {option}={int(size)} is negative: use a positive {option}, or {option}: 0 "
+            "to train on the whole training set with no val split"
+        )
+    return int(size)
 
 
 def pad_ids(seqs: list[torch.Tensor], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,13 +132,41 @@ class DatasetTask(Task):
         return {**super().describe(), "split_sizes": self.split_sizes()}
 
 
+READOUTS = ("last_token", "reference")
+
+
+def check_readout(task: str, options: dict[str, Any]) -> str:
+    readout = options.get("readout", "last_token")
+    if readout not in READOUTS:
+        raise ValueError(f"{task}: readout={readout!r}; use one of {READOUTS}")
+    return readout
+
+
 class TokenTask(DatasetTask):
-    """Right-padded token ids (pad id 0) with Batch.lengths; each batch is cut to its longest
-    example, so short batches cost less than `input.n_tokens`."""
+    """Right-padded token ids (pad id 0).
+
+    Option `readout` (the task modules document what each means for their task):
+    - `last_token` (default): batches carry Batch.lengths, so the model masks the padding
+      and reads the last real token; each batch is cut to its longest example, so short
+      batches cost less than `input.n_tokens`.
+    - `reference`: the reference code's batches: `lengths=None` (the model applies no mask
+      and reads the last position, usually a pad token), padded with 0 to `input.n_tokens`
+      when `reference_pads_to_max` (ListOps) or to the batch's longest example (homology).
+    """
+
+    # `readout: reference` pads every batch to input.n_tokens (True) or to its longest (False).
+    reference_pads_to_max = False
 
     def to_batch(self, s: Split, generator: torch.Generator | None) -> Batch:
         assert s.lengths is not None
         width = int(s.lengths.max())
+        if self.options.get("readout", "last_token") == "reference":
+            if self.reference_pads_to_max:
+                width = self.input.n_tokens
+            x = s.x[:, :width].long()
+            if x.shape[1] < width:  # stored splits are only as wide as their longest example
+                x = torch.nn.functional.pad(x, (0, width - x.shape[1]), value=0)
+            return Batch(x, s.y[:, None], None)
         return Batch(s.x[:, :width].long(), s.y[:, None], s.lengths)
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:

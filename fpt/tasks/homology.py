@@ -7,8 +7,24 @@ b'num_examples' holds a pickled int and whose keys str(i).encode() hold pickled 
 
 Tokenisation is TAPE's iupac vocabulary (30 ids): <pad>=0, <mask>, <cls>, <sep>, <unk>, then
 A B C D E F G H I K L M N O P Q R S T U V W X Y Z; each sequence is wrapped in <cls> ... <sep>
-(TAPE raises on letters outside the vocabulary; we map them to <unk>). Right-padded with 0,
-with Batch.lengths; the output layer reads the last real token (<sep>).
+(TAPE raises on letters outside the vocabulary; we map them to <unk>). Right-padded with 0
+(<pad>); how the model reads a padded batch is the `readout` option:
+
+- `last_token` (default, fpt's fix): batches carry Batch.lengths, the model masks the padding
+  and reads the last real token (<sep>).
+- `reference`: what the reference code did. TAPE's loader pads each batch with 0 to its
+  longest sequence, and the reference model applies no attention mask and reads the output
+  at the last position of the batch: the <sep> of the batch's longest sequence, a padding
+  token for every other one. Here: batches carry `lengths=None` (fpt's model then applies no
+  mask and reads the last position) and are padded with 0 to the batch's longest sequence,
+  as TAPE's collate did. Evaluation keeps fpt's length-sorted batches (`TokenTask`), which is
+  what TAPE's length-bucketed batch sampler approximates: sequences of similar length share
+  a batch, so little padding comes before the read position. Training batches are drawn
+  uniformly, not bucketed, so they hold more padding than TAPE's did.
+  The paper config uses `reference`, because it is the paper's experiment; `last_token` is
+  the fix. Why it matters: for a causal GPT-2 the last padded position still attends to every
+  real token, so the readout sees the whole sequence, through a pad token's position; for a
+  bidirectional backbone the padding is attended to by the real tokens and changes them.
 
 Length cap `max_length` (default 1024, GPT-2's positions, <cls>/<sep> included). The
 reference drops *batches* longer than 1024 from training and evaluation and rescales its
@@ -31,7 +47,7 @@ import torch
 
 from fpt import data as fdata
 from fpt.tasks.base import HeadSpec, InputSpec
-from fpt.tasks.dataset import Split, TokenTask, pad_ids
+from fpt.tasks.dataset import Split, TokenTask, check_readout, pad_ids
 
 IUPAC_VOCAB = ["<pad>", "<mask>", "<cls>", "<sep>", "<unk>", *"ABCDEFGHIKLMNOPQRSTUVWXYZ"]
 PAD, CLS, SEP, UNK = 0, 2, 3, 4
@@ -93,15 +109,31 @@ def _cut(ids: torch.Tensor, max_length: int) -> torch.Tensor:
 class RemoteHomology(TokenTask):
     name = "homology"
     eval_splits = ("val", "test_fold", "test_superfamily", "test_family")
-    defaults = {**TokenTask.defaults, "max_length": 1024, "overlength": "drop"}
+    defaults = {
+        **TokenTask.defaults,
+        "max_length": 1024,
+        "overlength": "drop",
+        "readout": "last_token",
+    }
+
+    @classmethod
+    def shapes(cls, options: dict[str, Any] | None = None) -> tuple[InputSpec, HeadSpec]:
+        opts = cls.options_of(options)
+        if opts["overlength"] not in ("drop", "truncate"):
+            raise ValueError("homology: overlength must be 'drop' or 'truncate'")
+        check_readout("homology", opts)
+        max_length = int(opts["max_length"])
+        if max_length < 2:
+            raise ValueError(f"homology: max_length={max_length} cannot hold <cls> and <sep>")
+        return (
+            InputSpec("tokens", len(IUPAC_VOCAB), max_length),
+            HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=N_CLASSES),
+        )
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
-        self.max_length = int(self.options["max_length"])
-        if self.options["overlength"] not in ("drop", "truncate"):
-            raise ValueError("homology: overlength must be 'drop' or 'truncate'")
-        self.input = InputSpec("tokens", len(IUPAC_VOCAB), self.max_length)
-        self.head = HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=N_CLASSES)
+        self.input, self.head = self.shapes(self.options)
+        self.max_length = self.input.n_tokens
         data_dir = fdata.data_dir_of(self.options)
         folder = data_dir / fdata.DATASETS["homology"].folder
         self.n_dropped = 0

@@ -9,6 +9,14 @@ each token the patch's pixels row-major with the channels innermost.
 Splits: "val" is a seeded `val_size` slice held out of the official training set (the
 reference had none; model selection must not see the test set), "test" is the official test
 split, evaluated whole. Training batches are drawn with replacement from the rest.
+`val_size: 0` holds nothing out: the task trains on the whole training set, as the paper did
+(all 60,000 MNIST / 50,000 CIFAR-10 images), and has no "val" split (`eval_splits` is then
+("test",) and `has_val` is False, so it cannot drive early stopping or an lr sweep). The
+default stays 5,000 (digits: 300).
+
+Shapes (`shapes`, from the options alone): MNIST 49 tokens x 16, CIFAR-10 64 x 48
+(`patch_channels: rgb`) or 64 x 16 (`gray`), CIFAR-10 LRA 1024 x 1, digits 16 x 4; one
+answer token, 10 classes.
 
 Data layouts (torchvision's, under the data dir; `fpt fetch-data mnist|cifar10`):
 - MNIST: `MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte` (or the same with `.gz`).
@@ -30,7 +38,7 @@ import torch.nn.functional as F
 
 from fpt import data as fdata
 from fpt.tasks.base import Batch, HeadSpec, InputSpec
-from fpt.tasks.dataset import DatasetTask, Split, carve
+from fpt.tasks.dataset import DatasetTask, Split, carve, check_size, hold_out
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -170,24 +178,59 @@ def load_cifar10(
 
 class ImageTask(DatasetTask):
     """Official train/test files -> train/val/test splits of uint8 (N, C, H, W) on the device.
-    Subclasses set `patch`, `channels_in`, load the arrays, and define `features`."""
+    Subclasses set `patch` and `image_size`, say how many channels a token carries
+    (`channels`), load the arrays, and define `pixels`."""
 
     defaults = {**DatasetTask.defaults, "val_size": 5000, "augment": True}
     patch: int
+    image_size: int  # side of the (square) stored image, in pixels
     n_classes = 10
+
+    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+        super().__init__(device, options)
+        self.input, self.head = self.shapes(self.options)
+
+    @classmethod
+    def channels(cls, options: dict[str, Any]) -> int:
+        """Channels per pixel in a token (after any grayscale conversion)."""
+        return 1
+
+    @classmethod
+    def shapes(cls, options: dict[str, Any] | None = None) -> tuple[InputSpec, HeadSpec]:
+        opts = cls.options_of(options)
+        side = cls.image_size // cls.patch
+        dim = cls.patch * cls.patch * cls.channels(opts)
+        return (
+            InputSpec("continuous", dim, side * side),
+            HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=cls.n_classes),
+        )
+
+    @classmethod
+    def has_val(cls, options: dict[str, Any] | None = None) -> bool:
+        return check_size(cls.name, "val_size", cls.options_of(options)["val_size"]) > 0
+
+    @property
+    def token_dim(self) -> int:
+        return self.input.dim
 
     def _setup(self, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]):
         tr = Split(torch.from_numpy(np.ascontiguousarray(train[0])), torch.from_numpy(train[1]))
-        rest, held = carve(len(tr), int(self.options["val_size"]), int(self.options["data_seed"]))
-        te = Split(torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1]))
-        self.splits = {"train": tr.take(rest), "val": tr.take(held), "test": te}
-        self._to_device()
         _, _, h, w = tr.x.shape
-        n_tokens = (h // self.patch) * (w // self.patch)
-        self.input = InputSpec("continuous", self.token_dim, n_tokens)
-        self.head = HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=self.n_classes)
-
-    token_dim: int
+        if (h, w) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"{self.name}: the training images are {h}x{w}, expected "
+                f"{self.image_size}x{self.image_size}"
+            )
+        rest, held = hold_out(
+            self.name, len(tr), self.options["val_size"], int(self.options["data_seed"])
+        )
+        te = Split(torch.from_numpy(np.ascontiguousarray(test[0])), torch.from_numpy(test[1]))
+        if held is None:  # val_size 0: train on the whole training set, no val split
+            self.splits = {"train": tr, "test": te}
+            self.eval_splits = tuple(s for s in self.eval_splits if s != "val")
+        else:
+            self.splits = {"train": tr.take(rest), "val": tr.take(held), "test": te}
+        self._to_device()
 
     def pixels(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> normalised floats (B, C', H, W)."""
@@ -204,7 +247,7 @@ class MNIST(ImageTask):
 
     name = "mnist"
     patch = 4
-    token_dim = 16
+    image_size = 28
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
@@ -234,15 +277,19 @@ class CIFAR10(ImageTask):
 
     name = "cifar10"
     patch = 4
+    image_size = 32
     defaults = {**ImageTask.defaults, "patch_channels": "rgb"}
+
+    @classmethod
+    def channels(cls, options: dict[str, Any]) -> int:
+        pc = options["patch_channels"]
+        if pc not in PATCH_CHANNELS:
+            raise ValueError(f"{cls.name}: patch_channels={pc!r}; use one of {PATCH_CHANNELS}")
+        return 1 if pc == "gray" else 3
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
-        pc = self.options["patch_channels"]
-        if pc not in PATCH_CHANNELS:
-            raise ValueError(f"{self.name}: patch_channels={pc!r}; use one of {PATCH_CHANNELS}")
-        self.gray = pc == "gray"
-        self.token_dim = self.patch * self.patch * (1 if self.gray else 3)
+        self.gray = self.options["patch_channels"] == "gray"
         d = fdata.data_dir_of(self.options)
         self._setup(load_cifar10(d, "train", self.name), load_cifar10(d, "test", self.name))
 
@@ -272,11 +319,11 @@ class CIFAR10LRA(CIFAR10):
     patch = 1
     defaults = {**ImageTask.defaults, "patch_channels": "gray"}
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        options = dict(options or {})
+    @classmethod
+    def channels(cls, options: dict[str, Any]) -> int:
         if options.get("patch_channels", "gray") != "gray":
             raise ValueError("cifar10_lra is grayscale by definition; drop patch_channels")
-        super().__init__(device, options)
+        return 1
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -304,11 +351,12 @@ class Digits(ImageTask):
     """Offline image task: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
     classes; `load_digits` reads a file shipped inside scikit-learn, no download). 2x2 patches
     -> 16 tokens x 4 features, pixel values 0..16 scaled to [0, 1], no augmentation. Seeded
-    split (`data_seed`): `val_size` 300 and `test_size` 300 held out, 1,197 for training."""
+    split (`data_seed`): `val_size` 300 and `test_size` 300 held out, 1,197 for training
+    (`val_size: 0`: 1,497 for training and no val split)."""
 
     name = "digits"
     patch = 2
-    token_dim = 4
+    image_size = 8
     defaults = {**ImageTask.defaults, "val_size": 300, "test_size": 300, "augment": False}
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):

@@ -3,8 +3,8 @@
 Reads LRA's `listops-1000/basic_{train,val,test}.tsv` (header `Source\tTarget`, one
 expression and its answer per line) from the data dir (`fpt fetch-data listops`), or files
 of the same format made by `fpt make-listops` (option `source: generated`, see
-`fpt.tasks.listops_gen`). Token ids are right-padded with 0 and batches carry their lengths;
-the output layer reads the last real token.
+`fpt.tasks.listops_gen`). Token ids are right-padded with 0 (the pad id); how the model
+reads a padded batch is the `readout` option.
 
 Options:
 - `tokenization`:
@@ -27,7 +27,25 @@ Options:
   (`<data_dir>/listops-generated/<name>`, name from the `gen_*` options; made by rule
   `make_listops`).
 - `val_size` (faithful only; default min(2000, a tenth of the training file), 2000 being the
-  size of LRA's val file), `data_seed`.
+  size of LRA's val file), `data_seed`. `val_size: 0` holds nothing out: the task trains on
+  the whole training file, as the reference did, and has no "val" split (`eval_splits` is
+  ("test",), `has_val` False). `fixed` reads its val split from `basic_val.tsv` and ignores
+  `val_size`.
+- `readout`: how the output layer reads a padded expression.
+  - `last_token` (default, fpt's fix): batches carry their lengths, the model masks the
+    padding and reads the last real token; each batch is cut to its longest expression.
+  - `reference`: what the reference code did. Its LRA input pipeline pads every expression
+    to 512 (`padded_batch(batch_size, padded_shapes={'inputs': [max_length]})`, pad id 0),
+    and its model applies no attention mask and reads the output at the last position,
+    which for every expression shorter than 512 is a padding token. Here: batches carry
+    `lengths=None` (so fpt's model applies no mask and reads the last position) and are
+    padded with 0 to `max_length` always. The paper config uses `reference`, because it is
+    the paper's experiment; `last_token` is the fix. Why it matters: for a causal GPT-2
+    the last padded position still attends to every real token (and to the pads before it),
+    so the readout sees the whole expression, through a position whose input is the pad
+    embedding; for a bidirectional backbone (BERT, T5, Longformer, ViT) the padding is
+    attended to by every real token too, and changes their states. Cost: `reference` runs
+    all 512 tokens of every example, where `last_token` cuts each batch to its longest.
 """
 
 from __future__ import annotations
@@ -40,7 +58,7 @@ import torch
 
 from fpt import data as fdata
 from fpt.tasks.base import HeadSpec, InputSpec
-from fpt.tasks.dataset import Split, TokenTask, carve, pad_ids
+from fpt.tasks.dataset import Split, TokenTask, check_readout, check_size, hold_out, pad_ids
 from fpt.tasks.listops_gen import GenParams
 
 DIGITS = [str(d) for d in range(10)]
@@ -123,18 +141,38 @@ class ListOps(TokenTask):
         "max_length": None,
         "source": "lra",
         "val_size": None,
+        "readout": "last_token",
     }
+    reference_pads_to_max = True  # readout reference: every expression padded to max_length
+
+    @classmethod
+    def shapes(cls, options: dict[str, Any] | None = None) -> tuple[InputSpec, HeadSpec]:
+        opts = cls.options_of(options)
+        tok = opts["tokenization"]
+        if tok not in TOKENIZATIONS:
+            raise ValueError(f"listops: tokenization={tok!r}; use one of {TOKENIZATIONS}")
+        check_readout("listops", opts)
+        max_length = int(opts["max_length"] or DEFAULT_MAX_LENGTH[tok])
+        if max_length < 1:
+            raise ValueError(f"listops: max_length={max_length} must be positive")
+        vocab = FAITHFUL_VOCAB if tok == "faithful" else FIXED_VOCAB
+        return (
+            InputSpec("tokens", len(vocab), max_length),
+            HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=10),
+        )
+
+    @classmethod
+    def has_val(cls, options: dict[str, Any] | None = None) -> bool:
+        opts = cls.options_of(options)
+        if opts["tokenization"] != "faithful" or opts["val_size"] is None:
+            return True
+        return check_size("listops", "val_size", opts["val_size"]) > 0
 
     def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
         super().__init__(device, options)
-        tok = self.options["tokenization"]
-        if tok not in TOKENIZATIONS:
-            raise ValueError(f"listops: tokenization={tok!r}; use one of {TOKENIZATIONS}")
-        self.tokenization = tok
-        self.max_length = int(self.options["max_length"] or DEFAULT_MAX_LENGTH[tok])
-        vocab = FAITHFUL_VOCAB if tok == "faithful" else FIXED_VOCAB
-        self.input = InputSpec("tokens", len(vocab), self.max_length)
-        self.head = HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=10)
+        self.input, self.head = self.shapes(self.options)
+        self.tokenization = tok = self.options["tokenization"]
+        self.max_length = self.input.n_tokens
 
         data_dir = fdata.data_dir_of(self.options)
         source = self.options["source"]
@@ -171,9 +209,19 @@ class ListOps(TokenTask):
 
         if tok == "faithful":  # the paper's "test" is LRA's val file
             train = load("train")
-            val_size = self.options["val_size"] or min(2000, len(train) // 10)
-            rest, held = carve(len(train), int(val_size), int(self.options["data_seed"]))
-            self.splits = {"train": train.take(rest), "val": train.take(held), "test": load("val")}
+            val_size = self.options["val_size"]
+            if val_size is None:
+                val_size = max(1, min(2000, len(train) // 10))
+            rest, held = hold_out("listops", len(train), val_size, int(self.options["data_seed"]))
+            if held is None:  # val_size 0: the whole training file trains, no val split
+                self.splits = {"train": train, "test": load("val")}
+                self.eval_splits = tuple(s for s in self.eval_splits if s != "val")
+            else:
+                self.splits = {
+                    "train": train.take(rest),
+                    "val": train.take(held),
+                    "test": load("val"),
+                }
         else:
             self.splits = {"train": load("train"), "val": load("val"), "test": load("test")}
         self._to_device()

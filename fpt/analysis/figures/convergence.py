@@ -9,7 +9,7 @@ import seaborn as sns
 from fpt.analysis.compare import select
 from fpt.analysis.figures import style
 from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
-from fpt.analysis.stats import reported
+from fpt.analysis.stats import reported, tag, variants
 from fpt.analysis.targets import BuildContext
 
 
@@ -18,7 +18,9 @@ def build(ctx: BuildContext) -> None:
     d = d[d["loss"].astype(float).abs() < float("inf")].copy()
     if d.empty:
         return style.empty(ctx.out, "Convergence", ctx.missing)
-    d["model"] = d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"]
+    d = variants(d, ["task", "backbone", "size", "init", "trainable"])  # a band pools seeds only
+    model = d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"]
+    d["model"] = tag(model, d["variant"])
     d["accuracy (%)"] = d["accuracy"] * 100
     order = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
         set(d["task"]) - set(PAPER_TASKS)

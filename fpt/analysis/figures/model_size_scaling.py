@@ -8,7 +8,7 @@ import seaborn as sns
 from fpt.analysis import paper
 from fpt.analysis.compare import select
 from fpt.analysis.figures import style
-from fpt.analysis.stats import final_rows
+from fpt.analysis.stats import final_rows, tag, variants
 from fpt.analysis.targets import BuildContext
 
 # GPT-2 backbone parameter counts (the paper's x axis for its size table).
@@ -19,9 +19,10 @@ def build(ctx: BuildContext) -> None:
     d = final_rows(select(ctx.metrics, {"trainable": "fpt", "init": ("pretrained", "random")}))
     if d.empty:
         return style.empty(ctx.out, "Model size", ctx.missing)
+    d = variants(d, ["task", "backbone", "size", "init"])
     d = d.assign(
         **{"test accuracy (%)": d["accuracy"] * 100, "total parameters": d["total_params"]},
-        series=d["backbone"] + ", " + d["init"],
+        series=tag(d["backbone"] + ", " + d["init"], d["variant"]),
         task=d["task"].map(lambda t: paper.TASK_LABELS.get(t, t)),
     )
     tasks = sorted(d["task"].unique())

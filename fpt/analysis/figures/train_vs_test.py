@@ -8,19 +8,22 @@ import seaborn as sns
 
 from fpt.analysis.figures import style
 from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
-from fpt.analysis.stats import final_rows
+from fpt.analysis.stats import final_rows, tag, variants
 from fpt.analysis.targets import BuildContext
 
 
 def build(ctx: BuildContext) -> None:
-    test = final_rows(ctx.metrics, "test")
-    train = final_rows(ctx.metrics, "train")[["run", "accuracy"]]
-    d = test.merge(train.rename(columns={"accuracy": "train"}), on="run", how="inner")
+    test = final_rows(ctx.metrics, "test", ctx.collapse_margin)
+    train = ctx.metrics[ctx.metrics["split"] == "train"][["run", "step", "accuracy"]]
+    d = test.merge(train.rename(columns={"accuracy": "train"}), on=["run", "step"], how="inner")
     if d.empty:
         return style.empty(ctx.out, "Train vs test", ctx.missing)
+    d = variants(d, ["task", "backbone", "size", "init", "trainable"])
     d = d.assign(
         **{"train accuracy (%)": d["train"] * 100, "test accuracy (%)": d["accuracy"] * 100},
-        model=d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"],
+        model=tag(
+            d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"], d["variant"]
+        ),
     )
     tasks = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
         set(d["task"]) - set(PAPER_TASKS)

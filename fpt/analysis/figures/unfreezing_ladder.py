@@ -9,7 +9,7 @@ from fpt.analysis.compare import select
 from fpt.analysis.figures import style
 from fpt.analysis.paper import LADDER as LADDER_PAPER
 from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
-from fpt.analysis.stats import final_rows
+from fpt.analysis.stats import final_rows, tag, variants
 from fpt.analysis.targets import BuildContext
 
 LADDER = {
@@ -42,10 +42,11 @@ def build(ctx: BuildContext) -> None:
     )
     if d.empty:
         return style.empty(ctx.out, "Unfreezing ladder", ctx.missing)
+    d = variants(d, ["task", "backbone", "size", "init", "trainable"])
     d = d.assign(
         trained=d["trainable"].map(LADDER),
         **{"test accuracy (%)": d["accuracy"] * 100},
-        init=d["init"] + " (" + d["backbone"] + " " + d["size"] + ")",
+        init=tag(d["init"] + " (" + d["backbone"] + " " + d["size"] + ")", d["variant"]),
     )
     order = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
         set(d["task"]) - set(PAPER_TASKS)

@@ -14,7 +14,7 @@ import pandas as pd
 from fpt.analysis import paper
 from fpt.analysis.compare import columns_with_extras, fmt_paper
 from fpt.analysis.render import Table
-from fpt.analysis.stats import Cell, cell, final_rows
+from fpt.analysis.stats import Cell, cell, cell_of, final_rows, variants
 from fpt.analysis.targets import BuildContext
 from fpt.protocol import SELECTION_COLUMNS, read_selected
 
@@ -81,8 +81,11 @@ CAPTION = (
 
 
 def _paper_finals(ctx: BuildContext) -> pd.DataFrame:
+    """protocol_paper's final rows; runs of other settings than the seed are variants."""
     m = ctx.metrics
-    return final_rows(m[m["experiment"] == PAPER_EXPERIMENT]) if len(m) else m
+    m = m[m["experiment"] == PAPER_EXPERIMENT] if len(m) else m
+    finals = final_rows(m, "test", ctx.collapse_margin)
+    return variants(finals, ["task", "init", "trainable", "backbone", "size"])
 
 
 def _swept_chosen(ctx: BuildContext) -> pd.DataFrame:
@@ -111,10 +114,11 @@ def _where(df: pd.DataFrame, **values: Any) -> pd.DataFrame:
     return df[ok]
 
 
-def _backbones(*frames: pd.DataFrame) -> list[tuple[Any, Any]]:
-    """The (backbone, size) pairs with runs in any frame, or one placeholder row."""
-    keys = {tuple(k) for f in frames for k in f[["backbone", "size"]].itertuples(index=False)}
-    return sorted(keys, key=str) or [(None, None)]
+def _backbones(fixed: pd.DataFrame, swept: pd.DataFrame) -> list[tuple[Any, Any, str]]:
+    """The (backbone, size, variant) keys with runs in either frame, or one placeholder."""
+    keys = {tuple(k) for k in fixed[["backbone", "size", "variant"]].itertuples(index=False)}
+    keys |= {(*k, "") for k in swept[["backbone", "size"]].itertuples(index=False)}
+    return sorted(keys, key=str) or [(None, None, "")]
 
 
 def build(ctx: BuildContext) -> None:
@@ -127,17 +131,18 @@ def build(ctx: BuildContext) -> None:
             key = {"task": task, "init": init, "trainable": trainable}
             f, s = _where(fixed, **key), _where(swept, **key)
             lu, ro = LU[label].get(task), ROTHERMEL[label].get(task)
-            for backbone, size in _backbones(f, s):
-                fb = _where(f, backbone=backbone, size=size)
-                sb = _where(s, backbone=backbone, size=size)
-                fc = cell(fb["accuracy"].tolist(), fb["diverged"].tolist())
+            for backbone, size, variant in _backbones(f, s):
+                fb = _where(f, backbone=backbone, size=size, variant=variant)
+                sb = _where(s, backbone=backbone, size=size) if not variant else s.iloc[0:0]
+                fc = cell_of(fb)
                 sc = cell(sb["test_accuracy"].tolist(), sb["diverged"].tolist())
                 lrs = sb["lr"].astype(float).tolist()
                 rows.append(
                     [
                         paper.TASK_LABELS.get(task, task),
                         label,
-                        f"{backbone} {size}" if backbone else "—",
+                        (f"{backbone} {size}" if backbone else "—")
+                        + (f" [{variant}]" if variant else ""),
                         fc.fmt() if fc.n else ctx.missing,
                         sc.fmt() if sc.n else ctx.missing,
                         _lrs(lrs) if lrs else "—",

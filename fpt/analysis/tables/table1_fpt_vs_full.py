@@ -34,6 +34,5 @@ def build(ctx: BuildContext) -> None:
         ctx,
         ROWS,
         title="Table 1: FPT vs fully trained transformer vs fully trained LSTM",
-        note=" Paper rows: GPT-2 small, except FPT CIFAR-10 (72.1, GPT-2 large; small: 68.2); "
-        "the frozen random row is Table 2's.",
+        note=f" Paper rows: GPT-2 small; the frozen random row is Table 2's. {paper.SOURCES_NOTE}",
     )

@@ -9,17 +9,20 @@ import pandas as pd
 from fpt.analysis import paper
 from fpt.analysis.compare import select
 from fpt.analysis.render import Table
-from fpt.analysis.stats import cell, final_rows, reported, steps_to_converge
+from fpt.analysis.stats import cell, cell_of, final_rows, reported, steps_to_converge, variants
 from fpt.analysis.targets import BuildContext
 
 DEFAULT_TOLERANCE = 0.01
+DEFAULT_NOISE_Z = 2.0
 ROLES = {"FPT": "pretrained", "random": "random"}
 
 
-def _per_run(curves: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+def _per_run(curves: pd.DataFrame, tolerance: float, z: float) -> pd.DataFrame:
     out = []
     for run, c in curves.groupby("run", sort=True):
-        steps = steps_to_converge(c["step"].tolist(), c["accuracy"].tolist(), tolerance)
+        examples = pd.to_numeric(c["eval_examples"], errors="coerce").max()
+        n = None if pd.isna(examples) else int(examples)
+        steps = steps_to_converge(c["step"].tolist(), c["accuracy"].tolist(), tolerance, n, z)
         out.append({"run": run, "converge_step": steps})
     return pd.DataFrame(out, columns=["run", "converge_step"])
 
@@ -30,14 +33,21 @@ def _steps(v: float) -> str:
 
 def build(ctx: BuildContext) -> None:
     tol = float(ctx.settings.get("convergence_tolerance", DEFAULT_TOLERANCE))
+    z = float(ctx.settings.get("convergence_noise_z", DEFAULT_NOISE_Z))
     df = select(ctx.metrics, {"trainable": "fpt"}, {"backbone": "lstm"})
     df = df[~df["init"].isin(["stats", "bit_memory"])]
     curves = reported(df[df["diverged"] == False])  # noqa: E712 (a boolean column)
-    conv = _per_run(curves, tol) if len(curves) else pd.DataFrame(columns=["run", "converge_step"])
-    finals = final_rows(df).merge(conv, on="run", how="left")
-    models = sorted(set(zip(finals["backbone"], finals["size"], strict=True)))
+    empty = pd.DataFrame(columns=["run", "converge_step"])
+    conv = _per_run(curves, tol, z) if len(curves) else empty
+    finals = variants(
+        final_rows(df, "test", ctx.collapse_margin), ["task", "backbone", "size", "init"]
+    )
+    finals = finals.merge(conv, on="run", how="left")
+    model_of = zip(finals["backbone"], finals["size"], finals["variant"], strict=True)
+    models = sorted(set(model_of))
     by_task = {
-        t: set(zip(g["backbone"], g["size"], strict=True)) for t, g in finals.groupby("task")
+        t: set(zip(g["backbone"], g["size"], g["variant"], strict=True))
+        for t, g in finals.groupby("task")
     }
     tasks = list(paper.PAPER_TASKS) + sorted(set(finals["task"]) - set(paper.PAPER_TASKS))
     header = [
@@ -52,28 +62,31 @@ def build(ctx: BuildContext) -> None:
         if not task_models:
             rows.append([paper.TASK_LABELS.get(task, task), "—"] + [ctx.missing] * 5 + ref_cells)
             continue
-        for backbone, size in task_models:
+        for backbone, size, variant in task_models:
             sel = finals[
                 (finals["task"] == task)
                 & (finals["backbone"] == backbone)
                 & (finals["size"] == size)
+                & (finals["variant"] == variant)
             ]
             cells, accs = {}, {}
             for role, init in ROLES.items():
                 s = sel[sel["init"] == init]
                 cells[role] = cell(s["converge_step"].dropna().tolist())
-                accs[role] = cell(s["accuracy"].tolist())
+                accs[role] = cell_of(s)
             both = cells["FPT"].n and cells["random"].n
             speed = cells["random"].mean / max(cells["FPT"].mean, 1) if both else None
+            model = f"{backbone} {size}" + (f" [{variant}]" if variant else "")
             rows.append(
-                [paper.TASK_LABELS.get(task, task), f"{backbone} {size}"]
+                [paper.TASK_LABELS.get(task, task), model]
                 + [cells[r].fmt(scale=1, digits=0) if cells[r].n else ctx.missing for r in ROLES]
                 + [f"{speed:.1f}x" if speed is not None else "—"]
                 + [accs[r].fmt() if accs[r].n else ctx.missing for r in ROLES]
                 + ref_cells
             )
             data.append({
-                "task": task, "backbone": backbone, "size": size, "tolerance": tol,
+                "task": task, "backbone": backbone, "size": size, "variant": variant,
+                "tolerance": tol, "noise_z": z,
                 "fpt_steps": cells["FPT"].mean, "fpt_n": cells["FPT"].n,
                 "random_steps": cells["random"].mean, "random_n": cells["random"].n,
                 "speedup": speed, "fpt_accuracy": accs["FPT"].mean, "random_accuracy": accs["random"].mean,
@@ -82,12 +95,16 @@ def build(ctx: BuildContext) -> None:
             })  # fmt: skip
     caption = (
         f"Gradient steps to converge. Criterion: the first evaluation from which a run's test "
-        f"accuracy stays within {tol * 100:g} percentage point(s) of its own best (config: "
-        "analysis.convergence_tolerance), mean over seeds ± 95% t-interval; speedup = random / "
-        "FPT. Converging early to a low plateau counts as converging: read the steps beside the "
+        f"accuracy stays within its tolerance of its own best, the tolerance being "
+        f"{tol * 100:g} percentage point(s) (analysis.convergence_tolerance) or {z:g} binomial "
+        "standard errors of the best accuracy on the run's test set, z sqrt(p (1 - p) / n) "
+        "(analysis.convergence_noise_z), whichever is larger, so that evaluation noise is not "
+        "taken for progress; mean over seeds ± 95% t-interval; speedup = random / FPT. "
+        "Converging early to a low plateau counts as converging: read the steps beside the "
         "final accuracy (%). Resolution is the evaluation interval. Diverged runs are left out. "
         "Paper: Lu et al. (2021), which does not state its criterion."
     )
+    caption = " ".join(x for x in (caption, ctx.precedence_note()) if x)
     Table(
         "Compute efficiency: steps to converge", caption, header, rows, pd.DataFrame(data)
     ).write_to(ctx.out)
