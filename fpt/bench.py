@@ -34,12 +34,12 @@ import platform
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fpt import precision
 from fpt.models import build_for_spec
 from fpt.models.fpt import FPT
 from fpt.spec import RunSpec
@@ -186,11 +186,9 @@ def fake_data_dir(task: str, root: Path, n_train: int = 512, n_test: int = 256) 
     return root
 
 
-def _autocast_for(dev: torch.device):
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-
-    return autocast
+def _autocast_for(spec: RunSpec, dev: torch.device):
+    """The run's own arithmetic (fpt.precision), as training sets it up."""
+    return precision.configure(spec.precision, dev)
 
 
 def _new_acc(dev: torch.device) -> dict[str, Any]:
@@ -230,7 +228,7 @@ def _setup_ours(
             p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=spec.lr, **({"fused": True} if dev.type == "cuda" else {}))
     gen = torch.Generator(device=dev).manual_seed(spec.seed)
-    autocast = _autocast_for(dev)
+    autocast = _autocast_for(spec, dev)
     acc = _new_acc(dev)
     step_model = torch.compile(model) if compile else model
     host = None
@@ -258,7 +256,7 @@ def _setup_ours(
 
 
 def _eval_rate(o: dict[str, Any], spec: RunSpec, dev: torch.device, n_examples: int):
-    task, step_model, autocast = o["task"], o["step_model"], _autocast_for(dev)
+    task, step_model, autocast = o["task"], o["step_model"], _autocast_for(spec, dev)
     batches = _eval_batches(task, n_examples, spec.eval_batch_size)
 
     @torch.inference_mode()
@@ -405,7 +403,7 @@ def _bench(
         loops["not_compiled"] = _setup_ours(spec, dev, weights_dir, n)["step"]
     for undo in ABLATIONS if ablations else ():
         loops[undo] = _setup_ours(spec, dev, weights_dir, n, undo=undo)["step"]
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if spec.precision == "bf16" else torch.float32
     peak = matmul_peak(dev, dtype)
     timed = _interleaved(loops, warmup, iters, dev)
     ours = {
@@ -419,7 +417,7 @@ def _bench(
     m = machine()
     out: dict[str, Any] = {
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-        "dtype": "bf16-autocast" if dev.type == "cuda" else "fp32",
+        "dtype": {"bf16": "bf16-autocast"}.get(spec.precision, spec.precision),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": {**m, "loadavg_before": load_before},

@@ -43,7 +43,7 @@ def bench_cache(
         raise ValueError(f"bench-cache: {spec.task}/{spec.trainable} cannot be cached: {reason}")
     full_sizes = {k: len(v) for k, v in task.splits.items()}
     params = [p for p in model.parameters() if p.requires_grad]
-    autocast = _autocast_for(dev)
+    autocast = _autocast_for(spec, dev)
     gen = torch.Generator(device=dev).manual_seed(spec.seed)
 
     def timed_steps(step_model, t, n_warm, n_iter) -> float:

@@ -57,8 +57,10 @@ def _dims(backbone, size="tiny"):
             L,
             {
                 "pos": c["max_positions"] * d if c["positions"] else 0,
-                "ln": (L + 1) * 2 * d,  # one per layer + final
-                "attn": L * (4 * d * (d + d) + 2 * 4 * d),  # weight_ih, weight_hh, two biases
+                # the reference cell (the default): per layer two 4d-wide pre-activation
+                # norms and the cell-state norm, alpha and beta each; no final norm
+                "ln": L * (2 * 2 * 4 * d + 2 * d),
+                "attn": L * 2 * (4 * d * d + 4 * d),  # i2h and h2h with biases
                 "ff": 0,
             },
         )

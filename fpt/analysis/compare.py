@@ -8,6 +8,7 @@ run say `ctx.missing` ("not in demo"), never vanish.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,15 @@ def select(df: pd.DataFrame, match: dict[str, Any], exclude: dict[str, Any] | No
     for col, val in (exclude or {}).items():
         ok &= ~_isin(df, {col: val})
     return df[ok]
+
+
+def split_paper(v: float | str | None) -> tuple[float | None, str]:
+    """A published cell as (number, annotation): "38 (LRA)" -> (38.0, "(LRA)"), "89.0*" ->
+    (89.0, "*"), so the tidy CSV keeps a numeric paper column."""
+    if v is None or isinstance(v, int | float):
+        return v, ""
+    m = re.match(r"\s*([0-9.]+)\s*(.*)", v)
+    return (float(m.group(1)), m.group(2).strip()) if m else (None, v)
 
 
 def fmt_paper(v: float | str | None) -> str:
@@ -141,7 +151,7 @@ def _record(row: Row, key, col: str, v, c: Cell, ref, sel: pd.DataFrame) -> dict
         "n": c.n,
         "diverged": c.diverged,
         "collapsed": c.collapsed,
-        "paper": ref if ref is None or isinstance(ref, int | float) else str(ref),
+        **dict(zip(("paper", "paper_note"), split_paper(ref), strict=True)),
         "trainable_params": int(sel["trainable_params"].iloc[0]) if len(sel) else None,
         "total_params": int(sel["total_params"].iloc[0]) if len(sel) else None,
     }
