@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fpt.analysis import paper
-from fpt.analysis.compare import Row, fmt_count, select, write_compare
+from fpt.analysis.compare import Row, select, write_compare
 from fpt.analysis.stats import final_rows
 from fpt.analysis.targets import BuildContext
 from fpt.models.reach import PAPER_CIFAR10_FPT_PARAMS
@@ -27,7 +27,7 @@ def rows_for(df) -> list[Row]:
                     f"{backbone} {size}, {init}",
                     {"backbone": backbone, "size": size, "init": init, "trainable": "fpt"},
                     {"cifar10": ref} if ref is not None else {},
-                    paper_params=f"~{fmt_count(count)}" if count else None,
+                    paper_params=f"~{count // 1000}K" if count else None,
                 )
             )
     return rows
