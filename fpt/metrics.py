@@ -144,14 +144,24 @@ def upgrade(table: pa.Table, source: str | Path = "metrics") -> pa.Table:
     (before the fidelity settings) record what fpt did then: bf16 on CUDA, else fp32; the
     library's random init; ViT without dropout; the fused LSTM cell; split sizes, chance and
     reachable counts unknown (null). Files from any other version are refused, naming the
-    fix."""
+    fix. A file that claims the current version must hold exactly SCHEMA's columns (in any
+    order): a missing, extra or renamed column is refused, never null-filled or dropped."""
     versions = (
         set(table.column("schema_version").to_pylist())
         if "schema_version" in table.column_names
         else {None}
     )
-    if versions == {SCHEMA_VERSION} and table.schema.names == SCHEMA.names:
-        return table.cast(SCHEMA)
+    if SCHEMA_VERSION in versions:
+        _check_current_columns(table, source)
+        if versions == {SCHEMA_VERSION}:
+            try:
+                return table.select(SCHEMA.names).cast(SCHEMA)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise MetricsSchemaError(
+                    f"{source} claims metrics schema {SCHEMA_VERSION} but a column's values do "
+                    f"not fit that schema's types ({exc}). Fix: rewrite the file with "
+                    "fpt.metrics.to_table, or retrain that run (delete its folder)."
+                ) from None
     if not versions or not versions <= UPGRADABLE | {SCHEMA_VERSION}:
         raise MetricsSchemaError(
             f"{source} was written with metrics schema {sorted(map(str, versions))}, this fpt "
@@ -173,6 +183,29 @@ def upgrade(table: pa.Table, source: str | Path = "metrics") -> pa.Table:
         df["lstm_cell"] = (df["backbone"] == "lstm").map({True: "fused", False: None})
     df["schema_version"] = SCHEMA_VERSION
     return to_table(df.to_dict("records"))
+
+
+def _check_current_columns(table: pa.Table, source: str | Path) -> None:
+    """Refuse a file claiming SCHEMA_VERSION whose column set is not SCHEMA's, naming the
+    missing and extra columns (a renamed column is one of each) and the fix."""
+    have, want = table.column_names, SCHEMA.names
+    missing = [c for c in want if c not in have]
+    extra = [c for c in have if c not in want]
+    dupes = sorted({c for c in have if have.count(c) > 1})
+    if not (missing or extra or dupes):
+        return
+    parts = [
+        f"{what} {cols}"
+        for what, cols in (("missing", missing), ("extra", extra), ("duplicated", dupes))
+        if cols
+    ]
+    renamed = " (a renamed column shows as one missing and one extra)" if missing and extra else ""
+    raise MetricsSchemaError(
+        f"{source} claims metrics schema {SCHEMA_VERSION} but its columns are not that "
+        f"schema's: {'; '.join(parts)}{renamed}. Fix: rewrite the file with "
+        "fpt.metrics.to_table (it writes exactly the schema's columns), or retrain that run "
+        "(delete its folder); do not edit columns of a finished metrics file by hand."
+    )
 
 
 def read_run(path: str | Path) -> pd.DataFrame:

@@ -68,3 +68,18 @@ def test_bench_cli_reports_both_loops():
     assert len(r["machine"]["loadavg_before"]) == 3 and r["machine"]["torch_threads"] == 1
     assert set(r["ablations"]) == set(ABLATIONS)
     assert r["params"]["frozen_with_grad"] == 0
+    # The figures are one measurement seen several ways: each follows from the step time,
+    # the batch (4), the task's 10 tokens, the analytic FLOP count and the measured peak.
+    o, approx = r["ours"], pytest.approx
+    task = make_task("bit_xor")
+    flops = step_flops(build_model(task, "gpt2", "tiny", "random", "fpt"), task, 4)
+    assert r["flop_per_step"] == approx(flops) and r["run"]["batch_size"] == 4
+    assert o["steps_per_s"] == approx(1 / o["step_s"])
+    assert o["samples_per_s"] == approx(4 * o["steps_per_s"])
+    assert o["tokens_per_s"] == approx(10 * o["samples_per_s"])
+    assert o["flops"] == approx(flops * o["steps_per_s"])
+    assert o["fraction_of_peak"] == approx(o["flops"] / r["matmul_peak_flops"])
+    assert r["speedup_vs_reference"] == approx(r["reference"]["step_s"] / o["step_s"])
+    for a in r["ablations"].values():
+        assert a["ours_speedup"] == approx(a["step_s"] / o["step_s"])
+    assert r["dtype"] == "fp32"  # the run's precision (fpt.precision), not the device's

@@ -1,15 +1,19 @@
 """Faults at the workflow level: Snakemake killed mid-grid (with its jobs, as a node crash
 would), then unlocked and rerun."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import yaml
 
 from fpt.metrics import read_run
+from fpt.spec import RunSpec
+from fpt.train import train
 from tests.conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
@@ -77,3 +81,13 @@ def test_killed_grid_resumes_without_retraining_finished_runs(tmp_path):
     assert len(resumed) == 1  # the interrupted run continued from its checkpoint
     df = read_run(tmp_path / "results" / "metrics.parquet")
     assert df["run"].nunique() == 2 and df.groupby("run")["step"].max().eq(300).all()
+
+    # The resumed run's metrics are those of the same run trained without interruption.
+    (log,) = resumed
+    run = str(log.relative_to(tmp_path / "results/logs/train"))[: -len(".log")]
+    spec = RunSpec.from_json(json.loads((runs / run / "spec.json").read_text()))
+    alone = read_run(train(spec, tmp_path / "alone", device="cpu", threads=1, handle_signals=False))
+    cols = ["step", "split", "loss", "accuracy", "diverged", "stop_step"]
+    got = df[df["run"] == run][cols].sort_values(cols[:2]).reset_index(drop=True)
+    want = alone[cols].sort_values(cols[:2]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)

@@ -4,6 +4,7 @@ Also the speed options' plumbing (compile) and the pipeline benchmark's correctn
 here asserts a speed."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -66,9 +67,14 @@ def test_cached_equals_uncached(tmp_path, monkeypatch):
     )  # at most one example of 300 flips on a rounding tie
 
 
-def test_cached_run_resumes_to_the_same_metrics(tmp_path, monkeypatch):
+def test_cached_run_resumes_to_the_same_metrics(tmp_path, monkeypatch, caplog):
+    """Preempted at step 30 (exit 75), the rerun resumes from the step-30 checkpoint (it says
+    so and trains only the 10 steps left) and ends with the uninterrupted run's metrics.
+    Training is deterministic on CPU, so equal metrics alone would not tell a resume from a
+    silent restart: the log line and the step count do."""
     whole = _run(tmp_path, "whole")
     import fpt.train as ft
+    from fpt import checkpoint
 
     calls, step = [0], ft.train_step
 
@@ -78,15 +84,23 @@ def test_cached_run_resumes_to_the_same_metrics(tmp_path, monkeypatch):
         if calls[0] == 30:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    old = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(ft, "train_step", preempt_at_30)
-    try:
-        with pytest.raises(SystemExit):
-            train(SPEC, tmp_path / "resumed", device="cpu", progress=False)
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    monkeypatch.setattr(ft, "train_step", step)
-    resumed = _run(tmp_path, "resumed")
+    with pytest.raises(SystemExit) as excinfo:  # the conftest guard restores the handler
+        train(SPEC, tmp_path / "resumed", device="cpu", progress=False)
+    assert excinfo.value.code == ft.EXIT_PREEMPTED
+    state = checkpoint.load_latest(tmp_path / "resumed" / "checkpoint", SPEC.to_json())
+    assert state is not None and state["step"] == 30
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return step(*a, **k)
+
+    calls[0] = 0
+    monkeypatch.setattr(ft, "train_step", counted)
+    with caplog.at_level(logging.INFO, logger="fpt.train"):
+        resumed = _run(tmp_path, "resumed")
+    assert f"resuming {SPEC.path} from step 30" in caplog.messages
+    assert calls[0] == SPEC.steps - 30  # only the steps left, not a restart
     assert (whole["loss"].to_numpy() == resumed["loss"].to_numpy()).all()
     assert (whole["accuracy"].to_numpy() == resumed["accuracy"].to_numpy()).all()
 
@@ -150,14 +164,42 @@ def test_frozen_weights_get_no_gradients_and_no_optimizer_state(tmp_path):
 
 
 def test_compile_option_is_accepted(tmp_path, monkeypatch):
+    """compile=True compiles the model the loop steps and evaluates: torch.compile is called
+    on it, and dynamo traces graphs that then run. On CPU train() turns deterministic
+    algorithms on (torch's and inductor's flags); both are put back afterwards."""
     dynamo = pytest.importorskip("torch._dynamo")
+    import torch._inductor.config as inductor_config
+
     spec = RunSpec.from_json({**SPEC.to_json(), "steps": 2, "eval_every": 2, "options": {}})
-    # The eager backend checks the plumbing without a C++ build (minutes on a small CPU).
-    orig = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda m, **kw: orig(m, backend="eager"))
+    # A recording backend instead of inductor: it checks the plumbing without a C++ build
+    # (minutes on a small CPU) and returns each traced graph to run eagerly.
+    compiled, graphs, orig = [], [], torch.compile
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def recording_compile(model, **kw):
+        compiled.append(model)
+        return orig(model, backend=backend)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        inductor_config.deterministic,
+    )
     dynamo.reset()
-    df = _run(tmp_path, "compiled", spec=spec, compile=True)
+    try:
+        df = _run(tmp_path, "compiled", spec=spec, compile=True)
+        assert torch.are_deterministic_algorithms_enabled() and inductor_config.deterministic
+    finally:
+        dynamo.reset()  # drop the graphs and guards traced here
+        inductor_config.deterministic = before[2]
+        torch._C._set_deterministic_algorithms(before[0], warn_only=before[1])
     assert set(df["split"]) == {"train", "val", "test"}
+    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
+    assert graphs, "torch.compile was called but dynamo traced nothing: the model ran eagerly"
 
 
 def test_bench_collect_is_correct(tmp_path):

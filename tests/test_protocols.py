@@ -1,6 +1,7 @@
 """The two evaluation protocols: lr selection on synthetic curves, early stopping (restore
 best, resume), sweep expansion and its dry run, config errors, metrics schema upgrade."""
 
+import logging
 import math
 import re
 import subprocess
@@ -308,12 +309,21 @@ def test_early_stopping_restores_the_best_weights(es_run):
     assert not np.allclose(last[last.split == "val"]["loss"], best[best.split == "val"]["loss"])
 
 
-def test_early_stopped_run_resumed_after_a_crash_gives_the_same_metrics(tmp_path, es_run):
+def test_early_stopped_run_resumed_after_a_crash_gives_the_same_metrics(
+    tmp_path, es_run, monkeypatch, caplog
+):
+    """Killed after the best step, the rerun resumes from the last checkpoint (it says so and
+    trains only the steps left), keeps the early-stopping state it saved (best weights
+    included) and ends bit for bit where the uninterrupted run ended: same rows, and the
+    best step's weights in the final checkpoint."""
+    from fpt import checkpoint
     from fpt import train as train_mod
 
-    _, reference = es_run
-    stop = int(reference["stop_step"].iloc[0])
+    ref_dir, reference = es_run
+    stop, best = int(reference["stop_step"].iloc[0]), int(reference["best_step"].iloc[0])
     crash_at = stop - 5  # after the best step and a checkpoint with early-stopping state
+    resume_at = crash_at // ES.ckpt_every * ES.ckpt_every
+    assert best < resume_at < crash_at
     orig, calls = train_mod.train_step, {"n": 0}
 
     def crashing(*a, **kw):
@@ -322,18 +332,48 @@ def test_early_stopped_run_resumed_after_a_crash_gives_the_same_metrics(tmp_path
             raise KeyboardInterrupt("simulated kill")
         return orig(*a, **kw)
 
-    train_mod.train_step = crashing
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_mod.train(ES, tmp_path, device="cpu", handle_signals=False)
-    finally:
-        train_mod.train_step = orig
+    def counted(*a, **kw):
+        calls["n"] += 1
+        return orig(*a, **kw)
+
+    def run() -> pd.DataFrame:
+        calls["n"] = 0
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fpt.train"):
+            return read_run(
+                train_mod.train(ES, tmp_path, device="cpu", threads=1, handle_signals=False)
+            )
+
+    monkeypatch.setattr(train_mod, "train_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run()
     assert not (tmp_path / "metrics.parquet").exists()
-    got = read_run(train_mod.train(ES, tmp_path, device="cpu", handle_signals=False))
-    pd.testing.assert_frame_equal(got[COMPARE], reference[COMPARE])
+    saved = checkpoint.load_latest(tmp_path / "checkpoint", ES.to_json())
+    assert saved["step"] == resume_at
+    # the uninterrupted run's final checkpoint holds its best-step weights (restored at stop)
+    ref_final = checkpoint.load_latest(ref_dir / "checkpoint", ES.to_json())
+    saved_es = saved["early_stopping"]
+    assert saved_es["best_step"] == best and not saved_es["stopped"]
+    assert sorted(saved_es["best_state"]) == sorted(ref_final["model"])
+    for k, v in saved_es["best_state"].items():
+        assert torch.equal(v, ref_final["model"][k]), k
+
+    monkeypatch.setattr(train_mod, "train_step", counted)
+    got = run()
+    assert f"resuming {ES.path} from step {resume_at}" in caplog.messages
+    assert calls["n"] == stop - resume_at  # only the steps left, not a restart
+    pd.testing.assert_frame_equal(got[COMPARE], reference[COMPARE], check_exact=True)
+    final = checkpoint.load_latest(tmp_path / "checkpoint", ES.to_json())
+    assert final["step"] == stop and final["early_stopping"]["best_step"] == best
+    assert sorted(final["model"]) == sorted(ref_final["model"])
+    for k, v in final["model"].items():
+        assert torch.equal(v, ref_final["model"][k]), k  # the best weights, not the last
+
     # a rerun of the finished, early-stopped run trains no further
-    again = read_run(train_mod.train(ES, tmp_path, device="cpu", handle_signals=False))
-    pd.testing.assert_frame_equal(again[COMPARE], reference[COMPARE])
+    again = run()
+    assert f"resuming {ES.path} from step {stop}" in caplog.messages
+    assert calls["n"] == 0
+    pd.testing.assert_frame_equal(again[COMPARE], reference[COMPARE], check_exact=True)
 
 
 def test_early_stopping_needs_a_val_split(tmp_path, monkeypatch):

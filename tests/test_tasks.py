@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fpt.tasks import make_task
@@ -39,7 +40,7 @@ def test_bit_xor_shapes_and_labels():
     assert torch.equal(b.y, bits[:, 0] ^ bits[:, 1])
 
 
-def test_eval_sets_are_fixed_and_disjoint_from_training_draws():
+def test_eval_sets_are_fixed_and_seeded_apart():
     a, b = (
         make_task("bit_xor", options={"test_size": 100}),
         make_task("bit_xor", options={"test_size": 100}),
@@ -50,6 +51,92 @@ def test_eval_sets_are_fixed_and_disjoint_from_training_draws():
     assert not torch.equal(a.eval_set("val").x[:50], ta.x[:50])
     batches = list(a.eval_batches("test", 32))
     assert [len(x) for x in batches] == [32, 32, 32, 4]
+
+
+def _keys(x: torch.Tensor) -> list[bytes]:
+    """Each example's input as bytes, for exact set membership. The bit tasks' values are
+    -1, 0, 1: int8 holds them exactly (and maps -0.0 and 0.0 to the same key)."""
+    assert torch.equal(x, x.round()) and x.abs().max() <= 1
+    return [r.numpy().tobytes() for r in x.reshape(len(x), -1).to(torch.int8)]
+
+
+def _training_hits(task, eval_keys: set[bytes], seeds=(0, 1, 2), batches=25, size=64) -> int:
+    """How many of `batches` training batches per run seed (the training generator is
+    seeded with the run's seed, as fpt.train does) equal some val/test example."""
+    hits = 0
+    for seed in seeds:
+        g = _gen(seed)
+        for _ in range(batches):
+            hits += sum(k in eval_keys for k in _keys(task.train_batch(size, g).x))
+    return hits
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("bit_memory", {}),  # the paper's size: 5 strings of 1000 bits
+        ("bit_xor", {"n_bits": 32}),  # the generator itself, on a space of 2^64 inputs
+    ],
+)
+def test_eval_sets_are_disjoint_from_training_draws(name, options):
+    """3 run seeds x 25 batches x 64 = 4,800 training examples, none of them equal to any
+    of the val (256) or test (1,024) examples."""
+    task = make_task(name, options=options)
+    eval_keys = {k for s in ("val", "test") for k in _keys(task.eval_set(s).x)}
+    assert len(eval_keys) == 256 + 1024  # and val and test share no example either
+    assert _training_hits(task, eval_keys) == 0
+
+
+def test_paper_bit_xor_cannot_keep_training_draws_out_of_its_eval_sets():
+    """The paper's Bit XOR has 2 x 5 bits: 2^10 = 1,024 possible inputs, and the 1,024-example
+    test set (drawn with replacement) holds most of them, so training draws necessarily
+    repeat test examples; only the larger bit tasks above can be disjoint. What holds here
+    is that the eval sets are fixed (test_eval_sets_are_fixed_and_seeded_apart)."""
+    task = make_task("bit_xor")
+    test_keys = set(_keys(task.eval_set("test").x))
+    assert 600 < len(test_keys) < 1024
+    assert _training_hits(task, test_keys, seeds=(0,), batches=1) > 0
+
+
+def test_digits_val_and_test_indices_are_disjoint_from_the_training_indices():
+    """The dataset task's carving (fpt.tasks.images.Digits): test carved from all 1,797
+    images with data_seed + 1, val from the rest with data_seed. The index sets are disjoint
+    and cover the data; the task's splits are exactly those images; and training batches
+    (drawn from the train split only) never equal a val or test image (the 1,797 digits
+    images are all distinct, so equal image <=> same index)."""
+    from fpt.tasks.dataset import carve, hold_out
+    from fpt.tasks.images import _load_digits
+
+    task = make_task("digits")
+    seed = task.options["data_seed"]
+    images, target = _load_digits()
+    n = len(target)
+    rest, test = carve(n, 300, seed + 1)
+    train_in_rest, val_in_rest = hold_out("digits", len(rest), 300, seed)
+    train, val = rest[train_in_rest], rest[val_in_rest]
+    tr, va, te = (set(i.tolist()) for i in (train, val, test))
+    assert (len(tr), len(va), len(te)) == (1197, 300, 300)
+    assert not tr & va and not tr & te and not va & te
+    assert tr | va | te == set(range(n))
+    # the task holds exactly those examples (images scaled 0..16 -> 0..255 uint8)
+    pixels = torch.from_numpy((images * (255.0 / 16.0)).round().astype("uint8"))[:, None]
+    for split, idx in (("train", train), ("val", val), ("test", test)):
+        assert torch.equal(task.splits[split].x, pixels[idx]), split
+        assert torch.equal(task.splits[split].y, torch.from_numpy(target)[idx]), split
+    # distinct images: content identifies the index
+    assert len({r.numpy().tobytes() for r in pixels}) == n
+    held = {task.splits[s].x[i].numpy().tobytes() for s in ("val", "test") for i in range(300)}
+    train_keys = {r.numpy().tobytes() for r in task.splits["train"].x}
+    for seed in (0, 1, 2):
+        g = _gen(seed)
+        for _ in range(20):
+            batch = task.train_batch(64, g)
+            # a batch holds normalised patches: map back to the stored uint8 image to compare
+            img = (batch.x * 255).round().to(torch.uint8)
+            stored = img.reshape(64, 4, 4, 2, 2).permute(0, 1, 3, 2, 4).reshape(64, 1, 8, 8)
+            keys = [r.numpy().tobytes() for r in stored]
+            assert all(k in train_keys for k in keys)
+            assert not any(k in held for k in keys)
 
 
 def test_training_batches_follow_the_generator():

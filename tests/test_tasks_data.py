@@ -259,6 +259,21 @@ def test_digits_is_offline_and_split_is_seeded():
     assert x.shape == (300, 16, 4) and 0 <= x.min() and x.max() <= 1
 
 
+def test_digits_reader_gives_exactly_sklearns_load_digits_arrays():
+    """BENCHMARKS.md: fpt reads scikit-learn's digits.csv.gz itself (no sklearn import) and
+    gets the arrays `sklearn.datasets.load_digits` gives, element for element."""
+    from sklearn.datasets import load_digits
+
+    from fpt.tasks.images import _load_digits
+
+    images, target = _load_digits()
+    ref = load_digits()
+    assert images.shape == (1797, 8, 8)
+    # strict: shapes and dtypes must match too (float64 images, int64 labels)
+    np.testing.assert_array_equal(images, ref.images, strict=True)
+    np.testing.assert_array_equal(target, ref.target, strict=True)
+
+
 def test_patchify_matches_the_reference_rearrange():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     p = patchify(x, 4)

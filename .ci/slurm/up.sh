@@ -183,9 +183,10 @@ SlurmdParameters=config_overrides
 # submit time ("Requested node configuration is not available").
 GresTypes=gpu
 
-# No slurmdbd: keep finished jobs in slurmctld memory for 10 min so that
-# "squeue --states=all" (the Snakemake plugin's status command) still sees them.
-MinJobAge=600
+# No slurmdbd: keep finished jobs in slurmctld memory for an hour so that
+# "squeue --states=all" (the Snakemake plugin's status command, and the test that
+# checks every job id COMPLETED) still sees them.
+MinJobAge=3600
 # Reject at submission (sbatch error) jobs that can never run here, e.g. more
 # CPUs than the node has; otherwise they stay PENDING (PartitionConfig) forever.
 EnforcePartLimits=ALL
