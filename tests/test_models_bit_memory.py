@@ -67,9 +67,11 @@ def test_the_source_run_is_derived_once_and_shared():
     assert len(g.runs) == 2
 
 
-@pytest.fixture(scope="module")
-def workflow(tmp_path_factory):
-    work = tmp_path_factory.mktemp("bitmem")
+@pytest.fixture
+def workflow(tmp_path):
+    """A fresh work dir per test: the dry run must not see the outputs the chain test wrote
+    (with one shared dir it planned nothing when it ran second)."""
+    work = tmp_path
     cfg = work / "config.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
     cmd = [*SNAKEMAKE, "--configfile", str(cfg), "--cores", "2", "--directory", str(work)]

@@ -102,8 +102,9 @@ def test_dead_snakemake_recipe_on_slurm(slurm_up, tmp_path):
     killed while a training job runs; its orphaned jobs are found with squeue and cancelled
     (they checkpoint on SIGTERM); unlock; the same command again. Every run completes, the
     interrupted one resumes, and its metrics equal an uninterrupted run's bit for bit."""
+    config = {**FAULT_CONFIG, "defaults": {**FAULT_CONFIG["defaults"], "steps": 1000}}
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump(FAULT_CONFIG))
+    cfg.write_text(yaml.safe_dump(config))  # long enough that the cancel lands mid-run
     cmd = [
         *SNAKEMAKE,
         "--workflow-profile",
@@ -138,16 +139,27 @@ def test_dead_snakemake_recipe_on_slurm(slurm_up, tmp_path):
         assert time.monotonic() - t0 < 120, "cancelled jobs did not end"
         time.sleep(0.5)
 
+    unfinished = [
+        p.parents[1]
+        for p in runs.rglob("ckpt.pt")
+        if not (p.parents[1] / "metrics.parquet").exists()
+    ]
+    assert unfinished, "every run ended before the cancel: lengthen the runs"
+
     subprocess.run([*cmd, "--unlock"], check=True, capture_output=True)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
 
     df = read_run(tmp_path / "results" / "metrics.parquet")
-    assert df["run"].nunique() == 2 and df.groupby("run")["step"].max().eq(300).all()
-    logs = list((tmp_path / "results/logs/train").rglob("*.log"))
-    assert any("resuming" in p.read_text() for p in logs)  # a run continued from its checkpoint
+    assert df["run"].nunique() == 2 and df.groupby("run")["step"].max().eq(1000).all()
+    for folder in unfinished:  # each cancelled run continued from its checkpoint
+        run = str(folder.relative_to(runs))
+        log_text = (tmp_path / "results/logs/train" / f"{run}.log").read_text()
+        assert f"resuming {run} from step" in log_text, log_text[-2000:]
     cols = ["step", "split", "loss", "accuracy", "diverged"]
-    for run, got in df.groupby("run"):
+    for folder in unfinished:  # the resumed runs equal uninterrupted ones, bit for bit
+        run = str(folder.relative_to(runs))
+        got = df[df["run"] == run]
         spec = RunSpec.from_json(json.loads((runs / run / "spec.json").read_text()))
         alone = read_run(train(spec, tmp_path / "alone" / run, device="cpu", threads=1,
                                handle_signals=False))  # fmt: skip
