@@ -27,6 +27,7 @@ def test_output_only_skips_the_backward_through_the_backbone():
     assert out < fpt < full
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 def test_bench_cli_reports_both_loops():
     out = subprocess.run(
         [

@@ -9,12 +9,15 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import yaml
 
 from fpt.metrics import read_run
 from fpt.spec import RunSpec
 from fpt.train import train
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # Snakemake end to end: not in the fast lane
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
 

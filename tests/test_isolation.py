@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from tests.conftest import REPO, global_state_restored
@@ -71,6 +72,7 @@ def _pytest(tmp_path, order, guard=True):
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 def test_a_test_that_changes_global_state_does_not_change_the_next_one(tmp_path):
     for name, text in {"probe_state": STATE, "test_leaks": LEAKS, "test_checks": CHECKS}.items():
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))

@@ -78,6 +78,7 @@ def workflow(tmp_path):
     return work, cmd
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 def test_dry_run_shows_the_two_stage_chain(workflow):
     work, cmd = workflow
     out = subprocess.run(
@@ -91,6 +92,7 @@ def test_dry_run_shows_the_two_stage_chain(workflow):
     assert out.stdout.count("rule train:") == 2
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 def test_chain_runs_end_to_end(workflow):
     work, cmd = workflow
     out = subprocess.run([*cmd, "results/metrics.parquet"], capture_output=True, text=True)

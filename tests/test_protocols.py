@@ -176,6 +176,7 @@ def _jobs(stdout: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 def test_dry_run_plans_the_whole_sweep_and_one_selection_per_config(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**SWEPT, "results_dir": "r", "figures_dir": "f"}))
@@ -462,6 +463,7 @@ def test_protocol_table_and_lr_figure_render_both_protocols(tmp_path):
     )
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 def test_the_test_grid_selects_and_renders_both_protocols(local_test_grid):
     work, _ = local_test_grid
     sel = protocol.read_selected(work / "results/test/experiments/protocol_swept/selected.parquet")

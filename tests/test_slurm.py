@@ -30,7 +30,7 @@ def _cluster_up() -> bool:
 # In CI the cluster is part of the test environment and must be up; elsewhere the test
 # runs when a cluster is there (start one with .ci/slurm/up.sh) and is skipped otherwise.
 REQUIRED = os.environ.get("FPT_REQUIRE_SLURM") == "1"
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,7 @@ def _rerun_resumes(out, step: int, spec: RunSpec = SPEC) -> pd.DataFrame:
     return read_run(out / "metrics.parquet")
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 def test_kill_9_then_rerun_gives_the_uninterrupted_metrics(tmp_path, reference):
     proc = subprocess.Popen(
         _cli(SPEC, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -133,6 +134,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_metrics(tmp_path, reference):
     pd.testing.assert_frame_equal(got[COMPARE], reference[COMPARE], check_exact=True)
 
 
+@pytest.mark.slow  # end to end, minutes on 2 cores: not in the fast lane
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_preemption_signal_checkpoints_exits_75_and_resumes(tmp_path, reference, sig):
     """README: `fpt train` exits 75 on SIGTERM or SIGUSR1 (SLURM's pre-timeout warning)

@@ -17,6 +17,8 @@ from fpt.analysis.targets import TARGETS
 from fpt.metrics import read_run
 from tests.conftest import REPO, SNAKEMAKE
 
+pytestmark = pytest.mark.slow  # Snakemake end to end: not in the fast lane
+
 
 def _jobs(stdout: str) -> dict[str, int]:
     table = stdout.split("Job stats:")[1]
