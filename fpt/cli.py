@@ -233,6 +233,12 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from fpt.status import main as status_main
+
+    return status_main(args.results, args.config, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fpt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +316,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser(
+        "status",
+        help="runs in progress (step, accuracy, rate, last write), finished and, with "
+        "--config, pending; a summary of squeue --me where SLURM is installed",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        help="results folder (default: the config's results_dir, else results)",
+    )
+    p.add_argument("--config", type=Path, help="a config: its grid's runs not started are pending")
+    p.add_argument("--json", action="store_true", help="JSON instead of text tables")
+    p.set_defaults(func=cmd_status)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

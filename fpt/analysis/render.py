@@ -1,7 +1,8 @@
-"""One table model, three renderings: Markdown, LaTeX, CSV."""
+"""One table model, four renderings: Markdown, LaTeX, CSV, HTML."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,11 +64,60 @@ class Table:
         ]
         return "\n".join(out) + "\n"
 
-    def write_to(self, out: dict[str, Path]) -> None:
-        self.write(out["md"], out["tex"], out["csv"])
+    def html(self) -> str:
+        """A self-contained page (inline style, no scripts or external files) that Snakemake's
+        report shows as is: the title, the table, the caption and notes."""
 
-    def write(self, md: str | Path, tex: str | Path, csv: str | Path) -> None:
+        def esc(s: object) -> str:
+            return html.escape(str(s))
+
+        def row(cells: list[str], tag: str) -> str:
+            return "<tr>" + "".join(f"<{tag}>{esc(c)}</{tag}>" for c in cells) + "</tr>"
+
+        out = [
+            "<!doctype html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>{esc(self.title)}</title>",
+            f"<style>{_HTML_STYLE}</style>",
+            "</head>",
+            "<body>",
+            f"<h3>{esc(self.title)}</h3>",
+            "<table>",
+            "<thead>",
+            row(self.header, "th"),
+            "</thead>",
+            "<tbody>",
+            *(row(r, "td") for r in self.rows),
+            "</tbody>",
+            "</table>",
+            f'<p class="caption">{esc(self.caption)}</p>',
+        ]
+        if self.notes:
+            out += ["<ul>", *(f"<li>{esc(n)}</li>" for n in self.notes), "</ul>"]
+        out += ["</body>", "</html>"]
+        return "\n".join(out) + "\n"
+
+    def write_to(self, out: dict[str, Path]) -> None:
+        self.write(out["md"], out["tex"], out["csv"], out.get("html"))
+
+    def write(
+        self, md: str | Path, tex: str | Path, csv: str | Path, html: str | Path | None = None
+    ) -> None:
         Path(md).parent.mkdir(parents=True, exist_ok=True)
         Path(md).write_text(self.markdown())
         Path(tex).write_text(self.latex())
         self.data.to_csv(csv, index=False)
+        if html is not None:
+            Path(html).write_text(self.html(), encoding="utf-8")
+
+
+_HTML_STYLE = (
+    "body{font-family:sans-serif;font-size:14px;margin:1em}"
+    "table{border-collapse:collapse}"
+    "th,td{border-bottom:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
+    "th:first-child,td:first-child{text-align:left}"
+    "thead th{border-bottom:2px solid #333}"
+    ".caption{max-width:60em;color:#333}"
+)

@@ -25,8 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-TABLE_EXTS = ("md", "tex", "csv")
-FIGURE_EXTS = ("pdf", "png")
+TABLE_EXTS = ("md", "tex", "csv", "html")  # render.Table.write_to
+FIGURE_EXTS = ("pdf", "png", "csv")  # figures/style.save: the pictures and what they plot
 
 # Shared modules every target's output depends on (edits rerun all targets).
 _ANALYSIS = Path(__file__).parent

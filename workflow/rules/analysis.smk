@@ -5,7 +5,6 @@
 # editing a plot's module reruns that plot and nothing else; editing a caption reruns that
 # target (params); training is never touched. Every target renders for every config: cells
 # and panels the config has no runs for say "not in <label>".
-from fpt.analysis import targets as fpt_targets
 from fpt.analysis.attention import attention_path
 import yaml
 
@@ -13,10 +12,6 @@ import yaml
 localrules:
     attention,
     config_snapshot,
-
-
-def target_metrics(target):
-    return {e: f"{RESULTS}/experiments/{e}/metrics.parquet" for e in target.experiments if e in GRID.experiments}
 
 
 for _name, _target in TARGETS.items():
@@ -29,27 +24,17 @@ for _name, _target in TARGETS.items():
             extra=[f"{RESULTS}/{p}" for p in _target.extra_inputs(GRID)],
             code=_target.code(),
         output:
-            **{
-                ext: (
-                    report(str(p), caption="../report/caption.rst", category=_target.kind + "s", labels={"name": _name, "format": ext})
-                    if ext in ("png", "md")
-                    else str(p)
-                )
-                for ext, p in _target.outputs(FIGURES).items()
-            },
+            **target_outputs(_target),
+        log:
+            f"{RESULTS}/logs/targets/{_name}.log",
+        localrule: True
         params:
             name=_name,
             caption=_target.caption,
             experiments=list(target_metrics(_target)),
-        localrule: True
         run:
-            fpt_targets.build(
-                params.name,
-                metrics=dict(zip(params.experiments, input.metrics, strict=True)),
-                out={k: Path(v) for k, v in output.items()},
-                extra=list(input.extra),
-                label=config["label"],
-                settings=config["analysis"],
+            fpt_ws.build_target(
+                params.name, params.experiments, input, output, log[0], config
             )
 
 
@@ -63,24 +48,30 @@ rule attention:
         f"{RESULTS}/{attention_path('{run}')}",
     log:
         f"{RESULTS}/logs/attention/{{run}}.log",
-    wildcard_constraints:
-        run=r"task=[^ ]+?/settings=[0-9a-f]{8}",
+    conda:
+        "../envs/fpt.yaml"
+    threads: 1
     params:
         run_dir=lambda w: f"{RESULTS}/runs/{w.run}",
-        init_from=lambda w: f"--init-from {RESULTS}/runs/{GRID.sources[w.run]}" if w.run in GRID.sources else "",
+        init_from=lambda w: init_from(w.run),
         examples=config["analysis"].get("attention_examples", 256),
-    threads: 1
+        weights_dir=WEIGHTS,
+        data_dir=DATA,
     shell:
         "python -m fpt attention --run-dir {params.run_dir} --out {output} --threads {threads} "
-        "--weights-dir {config[weights_dir]} --data-dir {config[data_dir]} {params.init_from} "
+        "--weights-dir {params.weights_dir} --data-dir {params.data_dir} {params.init_from} "
         "--examples {params.examples} > {log} 2>&1"
 
 
 rule config_snapshot:
     """The validated config (defaults filled) beside the tables, and in the report."""
     output:
-        report(f"{FIGURES}/config.yaml", caption="../report/config.rst", category="config"),
+        report(
+            f"{FIGURES}/config.yaml", caption="../report/config.rst", category="config"
+        ),
+    log:
+        f"{RESULTS}/logs/config_snapshot.log",
     params:
         text=lambda w: yaml.safe_dump(dict(config), sort_keys=False),
     run:
-        Path(output[0]).write_text(params.text)
+        fpt_ws.write_text(params.text, output[0], log[0])

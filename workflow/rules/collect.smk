@@ -13,8 +13,10 @@ rule collect_experiment:
         lambda w: experiment_runs(w.experiment),
     output:
         f"{RESULTS}/experiments/{{experiment}}/metrics.parquet",
+    log:
+        f"{RESULTS}/logs/collect/{{experiment}}.log",
     run:
-        collect_runs(input, output[0])
+        fpt_ws.logged(collect_runs, log[0], output, input, output[0])
 
 
 rule collect:
@@ -22,5 +24,7 @@ rule collect:
         [run_metrics(p) for p in GRID.runs],
     output:
         f"{RESULTS}/metrics.parquet",
+    log:
+        f"{RESULTS}/logs/collect/all.log",
     run:
-        collect_runs(input, output[0])
+        fpt_ws.logged(collect_runs, log[0], output, input, output[0])

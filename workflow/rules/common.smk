@@ -1,5 +1,9 @@
-# Helpers shared by the rule files: which runs each experiment needs, where files live.
-from fpt.models.backbones import family, size_info
+# Functions the rule files share; no rules here (lint wants the two apart). Which runs
+# each experiment needs, where files live, the downloads a config needs. Code that is not
+# about paths lives in fpt/workflow_support.py.
+from fpt import protocol as fpt_protocol
+from fpt.data import DATASETS, required_files
+from fpt.models.backbones import FAMILIES, family, size_info
 
 
 def run_metrics(path):
@@ -10,16 +14,60 @@ def experiment_runs(experiment):
     return [run_metrics(p) for p in GRID.experiments[experiment]]
 
 
-def weights_input(wildcards):
-    """Pretrained runs of hub-hosted backbones wait for their weights folder (rule
-    fetch_weights); packaged weights (minilm) and random init need nothing."""
-    spec = GRID.runs[wildcards.run]
-    if spec.init not in ("pretrained", "stats"):  # stats init redraws the pretrained tensors
+def run_weights(run):
+    """Pretrained runs of hub-hosted backbones wait for their weights folder (made by the
+    download_weights rule); packaged weights (minilm) and random init need nothing."""
+    spec = GRID.runs[run]
+    if spec.init not in (
+        "pretrained",
+        "stats",
+    ):  # stats init redraws the pretrained tensors
         return []
     fam = family(spec.backbone)
-    if fam.package_dir is not None and spec.size == fam.default_size and fam.package_dir() is not None:
+    if (
+        fam.package_dir is not None
+        and spec.size == fam.default_size
+        and fam.package_dir() is not None
+    ):
         return []
-    return [f"{config['weights_dir']}/{size_info(spec.backbone, spec.size).local_name}/config.json"]
+    return [f"{WEIGHTS}/{size_info(spec.backbone, spec.size).local_name}/config.json"]
+
+
+def weights_input(wildcards):
+    return run_weights(wildcards.run)
+
+
+def run_data(run):
+    """A run's dataset marker (or its generated ListOps files); the bit tasks and digits
+    need nothing."""
+    spec = GRID.runs[run]
+    return required_files(spec.task, spec.options, DATA)
+
+
+def data_input(wildcards):
+    return run_data(wildcards.run)
+
+
+def config_weights():
+    """Every weights folder the config's runs need (target fetch_weights)."""
+    return sorted({f for r in GRID.runs for f in run_weights(r)})
+
+
+def config_data():
+    """Every dataset and generated ListOps the config's runs need."""
+    return sorted({f for r in GRID.runs for f in run_data(r)})
+
+
+def dataset_marker(name):
+    return str(DATASETS[name].marker(DATA))
+
+
+def fetch_args(local_name):
+    for fam in FAMILIES.values():
+        for size, info in fam.sizes.items():
+            if info.local_name == local_name:
+                return f"--backbone {fam.name} --size {size}"
+    raise ValueError(f"no backbone size stores its weights as {local_name!r}")
 
 
 def init_input(wildcards):
@@ -30,9 +78,75 @@ def init_input(wildcards):
     return [run_metrics(src)] if src else []
 
 
+def init_from(run):
+    """--init-from for init=bit_memory runs."""
+    return (
+        f"--init-from {RESULTS}/runs/{GRID.sources[run]}" if run in GRID.sources else ""
+    )
+
+
 def train_args(run):
     """`fpt train` arguments of a run, plus --init-from for init=bit_memory runs."""
-    args = GRID.runs[run].cli_args()
-    if run in GRID.sources:
-        args += ["--init-from", f"{RESULTS}/runs/{GRID.sources[run]}"]
-    return " ".join(args)
+    return " ".join([*GRID.runs[run].cli_args(), init_from(run)]).strip()
+
+
+def train_benchmarks():
+    return [f"{RESULTS}/benchmarks/train/{r}.tsv" for r in GRID.runs]
+
+
+def selection_runs(wildcards):
+    runs = GRID.selections.get(wildcards.experiment, {}).get(wildcards.config)
+    if not runs:
+        raise ValueError(
+            f"{wildcards.experiment}/{wildcards.config} is not a config of a swept experiment "
+            "in this config file (fpt.grid.Grid.selections)"
+        )
+    return [run_metrics(r) for r in runs]
+
+
+def experiment_selections(experiment):
+    return [
+        f"{RESULTS}/{fpt_protocol.selection_path(experiment, c)}"
+        for c in GRID.selections.get(experiment, {})
+    ]
+
+
+def selected_files():
+    """Every swept experiment's selections (rule all asks for them)."""
+    return [
+        f"{RESULTS}/{fpt_protocol.selected_path(e)}"
+        for e, p in GRID.protocols.items()
+        if p == "swept"
+    ]
+
+
+def target_metrics(target):
+    return {
+        e: f"{RESULTS}/experiments/{e}/metrics.parquet"
+        for e in target.experiments
+        if e in GRID.experiments
+    }
+
+
+def target_outputs(target):
+    """A table's or figure's files: in the report, each table's html (shown inline) and md,
+    and each figure's png with its csv (the numbers plotted) under the figure's own
+    subcategory; the rest (tex, csv of tables, pdf) are plain outputs."""
+    shown = {"table": ("html", "md"), "figure": ("png", "csv")}[target.kind]
+    return {
+        ext: in_report(target, ext, str(p)) if ext in shown else str(p)
+        for ext, p in target.outputs(FIGURES).items()
+    }
+
+
+def in_report(target, ext, path):
+    sub = target.name if target.kind == "figure" else None
+    labels = {"name": target.name, "format": ext}
+    caption = "../report/caption.rst"
+    return report(
+        path,
+        caption=caption,
+        category=f"{target.kind}s",
+        subcategory=sub,
+        labels=labels,
+    )

@@ -2,35 +2,11 @@
 # runs of one config (every axis but lr, seed included) -> the chosen lr; then one file per
 # experiment that the tables and figures read. The runs of each config are known from the
 # config, so the whole sweep shows in a dry run and no Snakemake checkpoint is needed.
-from fpt import protocol as fpt_protocol
 
 
 localrules:
     select_lr,
     selected,
-
-
-def selection_runs(wildcards):
-    runs = GRID.selections.get(wildcards.experiment, {}).get(wildcards.config)
-    if not runs:
-        raise ValueError(
-            f"{wildcards.experiment}/{wildcards.config} is not a config of a swept experiment "
-            "in this config file (fpt.grid.Grid.selections)"
-        )
-    return [run_metrics(r) for r in runs]
-
-
-def experiment_selections(experiment):
-    return [
-        f"{RESULTS}/{fpt_protocol.selection_path(experiment, c)}"
-        for c in GRID.selections.get(experiment, {})
-    ]
-
-
-# Every swept experiment's selections (rule all asks for them).
-SELECTED = [
-    f"{RESULTS}/{fpt_protocol.selected_path(e)}" for e, p in GRID.protocols.items() if p == "swept"
-]
 
 
 rule select_lr:
@@ -40,11 +16,17 @@ rule select_lr:
         selection_runs,
     output:
         f"{RESULTS}/experiments/{{experiment}}/selections/{{config}}/selection.parquet",
-    wildcard_constraints:
-        experiment=r"[a-z][a-z0-9_]*",
-        config=r"task=[^ ]+?/settings=[0-9a-f]{8}",
+    log:
+        f"{RESULTS}/logs/select_lr/{{experiment}}/{{config}}.log",
     run:
-        fpt_protocol.write_selection(input, output[0], wildcards.experiment, wildcards.config)
+        fpt_ws.logged(
+            fpt_protocol.write_selection,
+            log[0],
+            output,
+            input,
+            output[0],
+            *wildcards,
+        )
 
 
 rule selected:
@@ -53,7 +35,7 @@ rule selected:
         lambda w: experiment_selections(w.experiment),
     output:
         f"{RESULTS}/experiments/{{experiment}}/selected.parquet",
-    wildcard_constraints:
-        experiment=r"[a-z][a-z0-9_]*",
+    log:
+        f"{RESULTS}/logs/selected/{{experiment}}.log",
     run:
-        fpt_protocol.write_selected(input, output[0])
+        fpt_ws.logged(fpt_protocol.write_selected, log[0], output, input, output[0])

@@ -1,5 +1,8 @@
 """Test accuracy vs training step per task: frozen pretrained vs frozen random (and fully
-trained) backbones, mean over seeds with a 95% CI band."""
+trained) backbones, mean over seeds with a 95% CI band.
+
+CSV: one row per plotted evaluation (run, step) of the runs shown, in panel order; a line
+is the mean of its rows at each step (seaborn, 95% bootstrap CI band)."""
 
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
 from fpt.analysis.stats import reported, tag, variants
 from fpt.analysis.targets import BuildContext
 
+# panel (title), task; hue: model; x: step; y: accuracy_pct on `split`; pooled over run/seed
+COLUMNS = ["panel", "task", "model", "variant", "run", "seed", "split", "step", "accuracy_pct"]
+
 
 def build(ctx: BuildContext) -> None:
     d = reported(select(ctx.metrics, {"trainable": ("fpt", "full")}, {"init": "stats"}))
     d = d[d["loss"].astype(float).abs() < float("inf")].copy()
     if d.empty:
-        return style.empty(ctx.out, "Convergence", ctx.missing)
+        return style.empty(ctx.out, "Convergence", ctx.missing, COLUMNS)
     d = variants(d, ["task", "backbone", "size", "init", "trainable"])  # a band pools seeds only
     model = d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"]
     d["model"] = tag(model, d["variant"])
@@ -25,6 +31,11 @@ def build(ctx: BuildContext) -> None:
     order = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
         set(d["task"]) - set(PAPER_TASKS)
     )
+    data = d.assign(
+        panel=d["task"].map(lambda t: TASK_LABELS.get(t, t)),
+        accuracy_pct=d["accuracy (%)"],
+        _panel=d["task"].map(order.index),
+    ).sort_values(["_panel", "model", "run", "step"])
     style.setup()
     n = len(order)
     cols = min(n, 4)
@@ -50,4 +61,4 @@ def build(ctx: BuildContext) -> None:
     fig.legend(handles, labels, title="backbone size, init, trained", loc="upper center",
                bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)  # fmt: skip
     fig.tight_layout()
-    style.save(fig, ctx.out)
+    style.save(fig, ctx.out, data=data, columns=COLUMNS)

@@ -3,7 +3,10 @@
 One panel per task; one line per model (frozen/unfrozen x pretrained/random): each sweep
 run's test accuracy at its best-val evaluation (the weights early stopping restored), mean
 over seeds with a 95% interval. Stars: the lr the val split chose (per seed); open
-diamonds: the paper's protocol (fixed lr, full budget, final test accuracy)."""
+diamonds: the paper's protocol (fixed lr, full budget, final test accuracy).
+
+CSV: one row per sweep run at the evaluation plotted (protocol "swept"; `chosen` marks the
+stars), and one per fixed-lr run drawn as a diamond (protocol "paper", chosen empty)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ PAPER_EXPERIMENT = "protocol_paper"
 FROZEN = {"fpt": "frozen", "full": "unfrozen"}
 ORDER = ["frozen random", "frozen pretrained", "unfrozen random", "unfrozen pretrained"]
 
+# panel (title), task; hue: model; x: lr; y: test_accuracy_pct; marker: protocol / chosen
+COLUMNS = [
+    "panel", "task", "protocol", "model", "run", "seed", "lr", "step", "chosen",
+    "test_accuracy_pct",
+]  # fmt: skip
+
 
 def _label(df: pd.DataFrame) -> pd.Series:
     model = df["trainable"].map(lambda t: FROZEN.get(t, t)) + " " + df["init"]
@@ -35,7 +44,7 @@ def build(ctx: BuildContext) -> None:
         len(f) for f in frames
     ) else pd.DataFrame()  # fmt: skip
     if sweep.empty:
-        return style.empty(ctx.out, "Learning-rate sweep", ctx.missing)
+        return style.empty(ctx.out, "Learning-rate sweep", ctx.missing, COLUMNS)
     m = ctx.metrics
     fixed = final_rows(m[m["experiment"] == PAPER_EXPERIMENT]) if len(m) else m.iloc[0:0]
     sweep = sweep.assign(model=_label(sweep), acc=sweep["test_accuracy"] * 100)
@@ -50,6 +59,7 @@ def build(ctx: BuildContext) -> None:
     fig, axes = plt.subplots(
         1, len(tasks), figsize=(style.COLUMN_WIDTH_IN * len(tasks), 2.6), squeeze=False
     )
+    rows = []
     for ax, task in zip(axes[0], tasks, strict=True):
         sub = sweep[sweep["task"] == task]
         sns.lineplot(data=sub, x="lr", y="acc", hue="model", hue_order=models, palette=colors,
@@ -61,6 +71,14 @@ def build(ctx: BuildContext) -> None:
         if len(fx):
             ax.scatter(fx["lr"], fx["acc"], marker="D", s=30, zorder=4, facecolors="none",
                        edgecolors=[colors.get(x, "gray") for x in fx["model"]], linewidths=1.2)  # fmt: skip
+        panel = paper.TASK_LABELS.get(task, task)
+        rows.append(
+            sub.assign(panel=panel, protocol="swept", chosen=sub["chosen"].astype(bool))
+            .assign(_hue=lambda x: x["model"].map(models.index))
+            .sort_values(["_hue", "lr", "seed", "run"])
+        )
+        if len(fx):
+            rows.append(fx.assign(panel=panel, protocol="paper", chosen=None).sort_values("run"))
         ax.set_xscale("log")
         ax.set_title(paper.TASK_LABELS.get(task, task))
         ax.set_xlabel("learning rate")
@@ -78,4 +96,5 @@ def build(ctx: BuildContext) -> None:
     # below the panels (saved with a tight bounding box), so one panel keeps its width
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
                frameon=False)  # fmt: skip
-    style.save(fig, ctx.out)
+    data = pd.concat(rows, ignore_index=True).rename(columns={"acc": "test_accuracy_pct"})
+    style.save(fig, ctx.out, data=data, columns=COLUMNS)

@@ -1,5 +1,7 @@
 """Final train vs test accuracy per run, one panel per task: points below the diagonal
-overfit (train above test)."""
+overfit (train above test).
+
+CSV: one row per plotted point, i.e. per run at its final (reported) evaluation."""
 
 from __future__ import annotations
 
@@ -11,13 +13,19 @@ from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
 from fpt.analysis.stats import final_rows, tag, variants
 from fpt.analysis.targets import BuildContext
 
+# panel (title), task; hue: model; x: train_accuracy_pct; y: test_accuracy_pct
+COLUMNS = [
+    "panel", "task", "model", "variant", "run", "seed", "step", "split", "train_accuracy_pct",
+    "test_accuracy_pct",
+]  # fmt: skip
+
 
 def build(ctx: BuildContext) -> None:
     test = final_rows(ctx.metrics, "test", ctx.collapse_margin)
     train = ctx.metrics[ctx.metrics["split"] == "train"][["run", "step", "accuracy"]]
     d = test.merge(train.rename(columns={"accuracy": "train"}), on=["run", "step"], how="inner")
     if d.empty:
-        return style.empty(ctx.out, "Train vs test", ctx.missing)
+        return style.empty(ctx.out, "Train vs test", ctx.missing, COLUMNS)
     d = variants(d, ["task", "backbone", "size", "init", "trainable"])
     d = d.assign(
         **{"train accuracy (%)": d["train"] * 100, "test accuracy (%)": d["accuracy"] * 100},
@@ -28,6 +36,12 @@ def build(ctx: BuildContext) -> None:
     tasks = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
         set(d["task"]) - set(PAPER_TASKS)
     )
+    data = d.assign(
+        panel=d["task"].map(lambda t: TASK_LABELS.get(t, t)),
+        train_accuracy_pct=d["train accuracy (%)"],
+        test_accuracy_pct=d["test accuracy (%)"],
+        _panel=d["task"].map(tasks.index),
+    ).sort_values(["_panel", "model", "run"])
     style.setup()
     w = style.COLUMN_WIDTH_IN * 0.75
     fig, axes = plt.subplots(1, len(tasks), figsize=(w * len(tasks), w), squeeze=False)
@@ -53,4 +67,4 @@ def build(ctx: BuildContext) -> None:
         title="backbone size, init, trained",
     )  # fmt: skip
     fig.tight_layout()
-    style.save(fig, ctx.out)
+    style.save(fig, ctx.out, data=data, columns=COLUMNS)

@@ -1,8 +1,13 @@
-"""Successive unfreezing as grouped bars per task, pretrained vs random."""
+"""Successive unfreezing as grouped bars per task, pretrained vs random.
+
+CSV: one row per run (its final evaluation; a bar is the mean of its runs, error bar:
+seaborn's 95% bootstrap CI), plus one row per black tick of the paper's values (source
+"paper", no run)."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
 
 from fpt.analysis.compare import select
@@ -19,11 +24,18 @@ LADDER = {
     "fpt": "+ pos (FPT)",
 }
 
+# panel (title), task; x: trained; hue: init; y: test_accuracy_pct
+COLUMNS = [
+    "panel", "task", "source", "trained", "trainable", "init", "variant", "run", "seed", "step",
+    "test_accuracy_pct",
+]  # fmt: skip
 
-def _paper_markers(ax, task: str, x_order: list[str], hue_order: list[str]) -> None:
-    """The paper's value for each bar, as a black tick on it (GPT-2 small)."""
+
+def _paper_markers(ax, task: str, x_order: list[str], hue_order: list[str]) -> list[dict]:
+    """The paper's value for each bar, as a black tick on it (GPT-2 small); the ticks drawn."""
     width = 0.8 / max(len(hue_order), 1)
     label = "paper (GPT-2)"
+    drawn = []
     for h, hue in enumerate(hue_order):
         init = hue.split(" ")[0]
         for x, name in enumerate(x_order):
@@ -34,6 +46,10 @@ def _paper_markers(ax, task: str, x_order: list[str], hue_order: list[str]) -> N
                 ax.plot([xc - width / 2.5, xc + width / 2.5], [ref, ref], color="black", lw=1.2,
                         label=label)  # fmt: skip
                 label = None
+                drawn.append(
+                    {"trained": name, "trainable": preset, "init": hue, "test_accuracy_pct": ref}
+                )
+    return drawn
 
 
 def build(ctx: BuildContext) -> None:
@@ -41,7 +57,7 @@ def build(ctx: BuildContext) -> None:
         select(ctx.metrics, {"trainable": tuple(LADDER), "init": ("pretrained", "random")})
     )
     if d.empty:
-        return style.empty(ctx.out, "Unfreezing ladder", ctx.missing)
+        return style.empty(ctx.out, "Unfreezing ladder", ctx.missing, COLUMNS)
     d = variants(d, ["task", "backbone", "size", "init", "trainable"])
     d = d.assign(
         trained=d["trainable"].map(LADDER),
@@ -56,13 +72,26 @@ def build(ctx: BuildContext) -> None:
         1, len(order), figsize=(style.COLUMN_WIDTH_IN * max(len(order), 1), 2.4), squeeze=False
     )
     hue_order = sorted(d["init"].unique())
+    rows = []
     for ax, task in zip(axes[0], order, strict=True):
         sub = d[d["task"] == task]
         x_order = [v for v in LADDER.values() if v in set(sub["trained"])]
         sns.barplot(data=sub, x="trained", y="test accuracy (%)", hue="init", order=x_order,
                     hue_order=hue_order, palette="colorblind", errorbar=("ci", 95), ax=ax,
                     legend=ax is axes[0][-1])  # fmt: skip
-        _paper_markers(ax, task, x_order, hue_order)
+        ticks = _paper_markers(ax, task, x_order, hue_order)
+        panel = TASK_LABELS.get(task, task)
+        rows.append(
+            sub.assign(
+                panel=panel,
+                source="ours",
+                test_accuracy_pct=sub["test accuracy (%)"],
+                _x=sub["trained"].map(x_order.index),
+                _hue=sub["init"].map(hue_order.index),
+            ).sort_values(["_x", "_hue", "run"])
+        )
+        if ticks:
+            rows.append(pd.DataFrame(ticks).assign(panel=panel, task=task, source="paper"))
         ax.set_title(TASK_LABELS.get(task, task))
         ax.set_xlabel("parameters trained (cumulative)")
         ax.set_ylim(0, 101)
@@ -72,4 +101,5 @@ def build(ctx: BuildContext) -> None:
             axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="init", frameon=False
         )
     fig.tight_layout()
-    style.save(fig, ctx.out)
+    data = pd.concat(rows, ignore_index=True).reindex(columns=COLUMNS)
+    style.save(fig, ctx.out, data=data, columns=COLUMNS)

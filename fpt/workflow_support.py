@@ -1,0 +1,172 @@
+"""What the Snakemake rules' `run:` blocks call (workflow/rules/*.smk), so that each block is
+one line and each local job writes a log.
+
+Local jobs run in threads of the Snakemake process (force-use-threads in the profiles), so
+the logging and warnings of a job are captured under one lock: `job_log` serialises the
+jobs that use it (they are short; the matplotlib work was serialised already, see
+fpt.analysis.targets), and its log handler only takes records of its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_LOG_LOCK = threading.RLock()
+
+# Columns of Snakemake's benchmark files (snakemake.benchmark), in its order.
+BENCHMARK_COLUMNS = (
+    "s",
+    "h:m:s",
+    "max_rss",
+    "max_vms",
+    "max_uss",
+    "max_pss",
+    "io_in",
+    "io_out",
+    "mean_load",
+    "cpu_time",
+)
+
+
+class _ThisThread(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.ident
+
+
+@contextmanager
+def job_log(log: str | Path, what: str) -> Iterator[logging.Logger]:
+    """Write `what`'s start, its log records (INFO and up, any logger, this thread), its
+    warnings, its traceback if it fails, and its duration to `log` (replaced)."""
+    path = Path(log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ThisThread())
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("fpt.workflow")
+    root = logging.getLogger()
+    with _LOG_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old_level = root.level
+        root.addHandler(handler)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        start = time.monotonic()
+        logger.info("start: %s", what)
+        try:
+            yield logger
+        except BaseException:
+            logger.error("failed:\n%s", traceback.format_exc())
+            raise
+        else:
+            logger.info("done in %.2f s", time.monotonic() - start)
+        finally:
+            for w in caught:
+                logger.warning(
+                    "%s:%s: %s: %s", w.filename, w.lineno, w.category.__name__, w.message
+                )
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+            handler.close()
+
+
+def _log_outputs(logger: logging.Logger, paths: Iterable[str | Path]) -> None:
+    for p in map(Path, paths):
+        size = p.stat().st_size if p.exists() else None
+        logger.info("wrote %s (%s bytes)", p, size)
+
+
+def logged(func: Callable[..., Any], log: str | Path, outputs: Iterable[str], *args: Any) -> None:
+    """`func(*args)` under `job_log`, then the outputs' sizes."""
+    with job_log(log, f"{func.__module__}.{func.__qualname__}") as logger:
+        func(*args)
+        _log_outputs(logger, outputs)
+
+
+def build_target(
+    name: str,
+    experiments: Sequence[str],
+    input: Any,
+    output: Mapping[str, str],
+    log: str | Path,
+    config: Mapping[str, Any],
+) -> None:
+    """A table or figure of fpt.analysis.targets (rules/analysis.smk)."""
+    from fpt.analysis import targets
+
+    with job_log(log, f"target {name}") as logger:
+        logger.info("experiments: %s; extra inputs: %d", list(experiments), len(input.extra))
+        targets.build(
+            name,
+            metrics=dict(zip(experiments, input.metrics, strict=True)),
+            out={k: Path(v) for k, v in output.items()},
+            extra=list(input.extra),
+            label=config["label"],
+            settings=config["analysis"],
+        )
+        _log_outputs(logger, output.values())
+
+
+def write_text(text: str, out: str | Path, log: str | Path) -> None:
+    """The config snapshot (rule config_snapshot)."""
+    with job_log(log, f"write {out}") as logger:
+        Path(out).write_text(text)
+        _log_outputs(logger, [out])
+
+
+def resource_table(
+    benchmarks: Sequence[str | Path],
+    runs: Sequence[Mapping[str, Any]],
+    out: str | Path,
+    log: str | Path,
+) -> None:
+    """Every train job's Snakemake benchmark (wall seconds `s`, `max_rss` MB, ...) beside
+    its run's task, backbone, size, init and trainable: one TSV to size SLURM jobs from
+    (rule resource_table). `runs[i]` describes `benchmarks[i]`; with retries, a benchmark
+    holds the measurement of the attempt that finished."""
+    import pandas as pd
+
+    with job_log(log, "resource table") as logger:
+        rows = []
+        for path, run in zip(benchmarks, runs, strict=True):
+            bench = pd.read_csv(path, sep="\t")
+            if bench.empty:
+                logger.warning("%s: no measurement", path)
+                continue
+            last = bench.iloc[-1]  # repeats: the last one
+            rows.append({**run, **{c: last[c] for c in bench.columns}})
+        cols = [*(runs[0] if runs else {"run": None}), *BENCHMARK_COLUMNS]
+        df = pd.DataFrame(rows)
+        df = df.reindex(columns=[*cols, *(c for c in df.columns if c not in cols)])
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, sep="\t", index=False)
+        logger.info("%d runs", len(df))
+        _log_outputs(logger, [out])
+
+
+def run_descriptions(grid: Any) -> list[dict[str, Any]]:
+    """What resource_table puts beside each run's measurements, in `grid.runs` order."""
+    return [
+        {
+            "run": run,
+            "task": spec.task,
+            "backbone": spec.backbone,
+            "size": spec.size,
+            "init": spec.init,
+            "trainable": spec.trainable,
+            "steps": spec.steps,
+        }
+        for run, spec in grid.runs.items()
+    ]
