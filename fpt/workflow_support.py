@@ -57,8 +57,18 @@ def job_log(log: str | Path, what: str) -> Iterator[logging.Logger]:
     handler.setLevel(logging.INFO)
     logger = logging.getLogger("fpt.workflow")
     root = logging.getLogger()
-    with _LOG_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    ident = threading.get_ident()
+    with _LOG_LOCK, warnings.catch_warnings():
+        # only this thread's warnings go to the log; other threads' are shown as usual
+        shown = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            if threading.get_ident() != ident:
+                return shown(message, category, filename, lineno, file, line)
+            logger.warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+
+        warnings.showwarning = showwarning
+        warnings.simplefilter("default")
         old_level = root.level
         root.addHandler(handler)
         if root.level > logging.INFO or root.level == logging.NOTSET:
@@ -73,10 +83,6 @@ def job_log(log: str | Path, what: str) -> Iterator[logging.Logger]:
         else:
             logger.info("done in %.2f s", time.monotonic() - start)
         finally:
-            for w in caught:
-                logger.warning(
-                    "%s:%s: %s: %s", w.filename, w.lineno, w.category.__name__, w.message
-                )
             root.removeHandler(handler)
             root.setLevel(old_level)
             handler.close()
@@ -116,7 +122,7 @@ def build_target(
             label=config["label"],
             settings=config["analysis"],
         )
-        _log_outputs(logger, output.values())
+        _log_outputs(logger, [v for _, v in output.items()])
 
 
 def write_text(text: str, out: str | Path, log: str | Path) -> None:

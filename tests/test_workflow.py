@@ -41,7 +41,7 @@ def test_dry_run_of_the_paper_config_plans_every_run(tmp_path):
         assert jobs[rule] == 1, rule
     # weights fetched once each on the submit host: gpt2 small/medium/large, vit, bert, t5,
     # longformer (stats init reuses the pretrained folder; bit_memory and lstm need none)
-    assert jobs["fetch_weights"] == 7
+    assert jobs["download_weights"] == 7
     # every table and figure is one local job, whether or not the config has its runs
     for name in TARGETS:
         assert jobs[name] == 1, name
