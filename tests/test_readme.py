@@ -18,7 +18,11 @@ pytestmark = pytest.mark.slow  # Snakemake and training subprocesses: minutes on
 
 FPT = [sys.executable, "-m", "fpt"]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-INSTALL = 'python3.11 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e ".[offline,test]"'
+INSTALL = [  # the README's setup line, before the command it ends with
+    ["python3.11", "-m", "venv", ".venv"],
+    [".", ".venv/bin/activate"],
+    ["pip", "install", "torch==2.13.0", "-e", ".[offline,test]"],
+]
 
 # Commands that cannot run as written here, and what the test does instead.
 NOT_HERE = {
@@ -33,8 +37,9 @@ def readme_blocks() -> list[tuple[str, str]]:
     return re.findall(r"```(\w*)\n(.*?)```", (REPO / "README.md").read_text(), re.S)
 
 
-def readme_commands() -> list[str]:
-    """Shell commands of the README's bash blocks: continuations joined, comments dropped."""
+def readme_commands() -> list[list[str]]:
+    """Shell commands of the README's bash blocks as words: continuations joined, comments
+    dropped."""
     out = []
     for lang, body in readme_blocks():
         if lang != "bash":
@@ -42,7 +47,7 @@ def readme_commands() -> list[str]:
         for line in body.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             if words:
-                out.append(shlex.join(words))
+                out.append(words)
     return out
 
 
@@ -53,17 +58,23 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
     return out
 
 
-def _handle(command: str, cwd: Path, grid_work: Path) -> str:
+def _handle(words: list[str], cwd: Path, grid: tuple[Path, list[str]]) -> str:
     """Run one README command the way this test runs it; return how (for the failure text)."""
-    if command.startswith(INSTALL):
+    if "&&" in words:
+        parts, part = [], []
+        for w in [*words, "&&"]:
+            if w == "&&":
+                parts.append(part)
+                part = []
+            else:
+                part.append(w)
+        assert parts[:-1] == INSTALL, f"an unknown chain: {words}"
         ci = (REPO / ".ci/run").read_text()
         assert "pip install -q torch==2.13.0" in ci and '-e ".[offline,test]"' in ci
-        rest = command[len(INSTALL) :].lstrip("& ").strip()
-        return "install: .ci/run runs it on every CI; then " + _handle(rest, cwd, grid_work)
-    words = shlex.split(command)
+        return "install: .ci/run runs it on every CI; then " + _handle(parts[-1], cwd, grid)
     head = " ".join(words[:2])
-    if command == "python -m pytest":
-        return "not here: " + NOT_HERE[command]
+    if words == ["python", "-m", "pytest"]:
+        return "not here: " + NOT_HERE["python -m pytest"]
     if words[:3] == ["python", "-m", "pytest"]:  # a selection of the suite: it collects
         out = _run([sys.executable, *words[1:], "--collect-only", "-q"], REPO)
         assert re.search(r"(\d+)/(\d+) tests collected \((\d+) deselected\)", out.stdout)
@@ -81,23 +92,22 @@ def _handle(command: str, cwd: Path, grid_work: Path) -> str:
         return "ran"
     if words[0] == "snakemake":
         if "--report" in words:  # needs finished results: the test grid's, for real
-            report = grid_work / "report.html"
-            _run([*SNAKEMAKE, "--report", str(report), "--configfile",
-                  str(REPO / ".test/config.yaml")], grid_work)  # fmt: skip
+            work, grid_cmd = grid
+            report = work / "report.html"
+            _run([*grid_cmd, "--report", str(report)], work)
             assert report.stat().st_size > 100_000
             return "ran on the test grid"
         dry = words[1:] if "-n" in words else ["-n", *words[1:]]
         _run([*SNAKEMAKE, *dry], cwd)
         return "dry run"
-    raise AssertionError(f"README command not covered by tests/test_readme.py: {command!r}")
+    raise AssertionError(f"README command not covered by tests/test_readme.py: {words!r}")
 
 
 def test_every_readme_command_runs(workflow_copy, local_test_grid):
     """In the session's copy of the checkout, as a user's clone: its own results/."""
-    grid_work, _ = local_test_grid
     commands = readme_commands()
     assert len(commands) >= 15  # every block, not a parse that found nothing
-    done = {c: _handle(c, workflow_copy, grid_work) for c in commands}
+    done = {shlex.join(c): _handle(c, workflow_copy, local_test_grid) for c in commands}
     assert all(done.values()), done
 
 
@@ -115,4 +125,4 @@ def test_the_readmes_python_snippets_run(local_test_grid, tmp_path):
 
 def test_unknown_commands_fail_the_test(tmp_path):
     with pytest.raises(AssertionError, match="not covered"):
-        _handle("rm -rf results", tmp_path, tmp_path)
+        _handle(["rm", "-rf", "results"], tmp_path, (tmp_path, []))
