@@ -42,18 +42,15 @@ def slurm_up():
     pytest.skip("no SLURM cluster here (start one with .ci/slurm/up.sh)")
 
 
+def _slurm_cmd(work, configfile, *config: str) -> list[str]:
+    """Snakemake through the CI cluster's profile, in `work`, with `configfile`."""
+    cmd = [*SNAKEMAKE, "--workflow-profile", str(REPO / ".test" / "slurm-profile")]
+    cmd += ["--directory", str(work), "--configfile", str(configfile)]
+    return cmd + (["--config", *config] if config else [])
+
+
 def test_test_grid_through_the_slurm_profile(slurm_up, tmp_path, tiny_weights_dir, local_test_grid):
-    cmd = [
-        *SNAKEMAKE,
-        "--workflow-profile",
-        str(REPO / ".test" / "slurm-profile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(REPO / ".test" / "config.yaml"),
-        "--config",
-        f"weights_dir={tiny_weights_dir}",
-    ]
+    cmd = _slurm_cmd(tmp_path, REPO / ".test" / "config.yaml", f"weights_dir={tiny_weights_dir}")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
@@ -105,15 +102,7 @@ def test_dead_snakemake_recipe_on_slurm(slurm_up, tmp_path):
     config = {**FAULT_CONFIG, "defaults": {**FAULT_CONFIG["defaults"], "steps": 600}}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))  # long enough that the cancel lands mid-run
-    cmd = [
-        *SNAKEMAKE,
-        "--workflow-profile",
-        str(REPO / ".test" / "slurm-profile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(cfg),
-    ]
+    cmd = _slurm_cmd(tmp_path, cfg)
     runs = tmp_path / "results" / "runs"
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
