@@ -23,6 +23,7 @@ from fpt.models.freezing import PRESETS
 from fpt.models.init import bit_memory_source as init_source
 from fpt.protocol import config_key, sweep_of, sweep_points
 from fpt.spec import RunSpec
+from fpt.tasks import TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -154,6 +155,13 @@ def make_spec(
             f"{fam.name} has no public checkpoint. Use init random or bit_memory."
         )
     spec = RunSpec.from_json(merged)
+    reserved = TASKS[spec.task].reserved_seeds(spec.options)
+    if spec.seed in reserved:
+        raise ConfigError(
+            f"{where}: seed {spec.seed} would train {spec.task} on its own val/test examples "
+            f"(they are drawn with seeds {sorted(reserved)} from data_seed). Fix: use another "
+            "seed, or another data_seed in the task's options."
+        )
     if spec.micro_batch_size > spec.batch_size:
         spec = RunSpec.from_json({**spec.to_json(), "micro_batch_size": spec.batch_size})
     return spec

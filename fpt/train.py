@@ -23,7 +23,7 @@ from fpt.models import build_for_spec, count_params
 from fpt.models.init import check_source
 from fpt.spec import LATER_SETTINGS, RunSpec
 from fpt.status import PROGRESS  # progress.parquet, see write_progress
-from fpt.tasks import Task, make_task
+from fpt.tasks import TASKS, Task, make_task
 
 log = logging.getLogger("fpt.train")
 
@@ -202,6 +202,12 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
+    reserved = TASKS[spec.task].reserved_seeds(spec.options)
+    if spec.seed in reserved:
+        raise ValueError(
+            f"seed {spec.seed} would train {spec.task} on its own val/test examples (drawn with "
+            f"seeds {sorted(reserved)}); use another seed or data_seed"
+        )
     options, task, model = build_run(spec, dev, weights_dir, data_dir, init_from)
     params = [
         p for p in model.parameters() if p.requires_grad

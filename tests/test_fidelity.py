@@ -313,3 +313,17 @@ def test_version_2_metrics_are_read_as_what_fpt_did_then(tmp_path):
     assert got["random_init"].isna().tolist()[2:] == [True, True]  # pretrained ViT
     assert got["backbone_dropout"].tolist()[2:] == [0.0, 0.0]
     assert set(got["schema_version"]) == {SCHEMA_VERSION}
+
+
+def test_a_seed_that_would_replay_the_eval_sets_is_refused(tmp_path):
+    """The bit tasks draw val/test from data_seed + 1 / + 2 (1235 / 1236 by default) and a
+    run's training batches from its seed: those seeds would train on the test examples."""
+    config = {"experiments": {"e": {"grid": {"task": ["bit_xor"], "backbone": ["gpt2"],
+                                             "size": ["tiny"], "seed": [1236]}}}}  # fmt: skip
+    with pytest.raises(ConfigError, match="seed 1236 would train bit_xor on its own val/test"):
+        validate_config(config)
+    config["experiments"]["e"]["settings"] = {"options": {"data_seed": 7}}
+    validate_config(config)  # another data_seed frees it
+    with pytest.raises(ValueError, match="its own val/test examples"):
+        train(RunSpec("bit_memory", "gpt2", "tiny", seed=1235), tmp_path, device="cpu")
+    assert RunSpec("digits", "gpt2", "tiny", seed=1235).seed == 1235  # data tasks: no such tie

@@ -108,6 +108,12 @@ class Task(ABC):
         raise NotImplementedError(f"{cls.__name__} does not define shapes()")
 
     @classmethod
+    def reserved_seeds(cls, options: dict[str, Any] | None = None) -> set[int]:
+        """Run seeds that would draw the task's evaluation examples as training batches (the
+        synthetic tasks draw their fixed val/test sets from seeded generators too)."""
+        return set()
+
+    @classmethod
     def has_val(cls, options: dict[str, Any] | None = None) -> bool:
         """Whether the task built with `options` has a "val" split (from the options alone,
         no data loading). True unless the task holds its val split out of the training set

@@ -27,6 +27,13 @@ class _SyntheticTask(Task):
         super().__init__(device, {**self.defaults, **(options or {})})
         self._eval_sets: dict[str, Batch] = {}
 
+    @classmethod
+    def reserved_seeds(cls, options: dict[str, Any] | None = None) -> set[int]:
+        # The training generator is seeded with the run's seed (fpt.train) and the eval sets
+        # with data_seed + offset: equal seeds would train on the val or test examples.
+        data_seed = int(cls.options_of(options)["data_seed"])
+        return {data_seed + off for off in _SPLIT_SEED_OFFSET.values()}
+
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         raise NotImplementedError
 
