@@ -5,6 +5,7 @@ import logging
 import math
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -417,10 +418,9 @@ def pa_array(values):
 # ---- the comparison table and the lr figure ---------------------------------------------
 
 
-def test_protocol_table_and_lr_figure_render_both_protocols(tmp_path):
-    """Synthetic runs: two seeds of frozen pretrained on MNIST under both protocols."""
-    from fpt.analysis import targets
-
+def two_protocols(tmp_path: Path) -> tuple[list[dict], Path]:
+    """Synthetic runs of frozen pretrained GPT-2 small on MNIST, two seeds, under both
+    protocols: the fixed-lr rows, and the sweep's selections written to selected.parquet."""
     fixed, sweep = [], []
     for seed in (0, 1):
         fixed += curve(1e-3, [0.5, 0.9], test=[0.5, 0.8 + seed / 10], task="mnist", seed=seed,
@@ -428,7 +428,6 @@ def test_protocol_table_and_lr_figure_render_both_protocols(tmp_path):
         for lr, peak in ((1e-4, 0.95), (1e-3, 0.9)):
             sweep += curve(lr, [0.5, peak, 0.7], best_step=10, test=[0.5, peak - 0.01, 0.6],
                            task="mnist", seed=seed, init="pretrained", size="small")  # fmt: skip
-    write_atomic(to_table(fixed), tmp_path / "paper.parquet")
     sel_files = []
     for seed in (0, 1):
         f = tmp_path / f"sel{seed}.parquet"
@@ -436,6 +435,15 @@ def test_protocol_table_and_lr_figure_render_both_protocols(tmp_path):
         protocol._write(protocol.select(part, "protocol_swept", f"c{seed}"), f)
         sel_files.append(f)
     protocol.write_selected(sel_files, tmp_path / "selected.parquet")
+    return fixed, tmp_path / "selected.parquet"
+
+
+def test_protocol_table_and_lr_figure_render_both_protocols(tmp_path):
+    """Synthetic runs: two seeds of frozen pretrained on MNIST under both protocols."""
+    from fpt.analysis import targets
+
+    fixed, _ = two_protocols(tmp_path)
+    write_atomic(to_table(fixed), tmp_path / "paper.parquet")
     for name in ("table14_protocols", "lr_sweep"):
         out = targets.TARGETS[name].outputs(tmp_path / "figs")
         targets.build(

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fpt import protocol
 from fpt.analysis import attention, targets
 from fpt.analysis.figures import (
     attention_maps,
@@ -22,7 +21,7 @@ from fpt.analysis.figures import (
 from fpt.analysis.render import Table
 from fpt.metrics import to_table, write_atomic
 from tests.synthetic import metric_rows
-from tests.test_protocols import curve
+from tests.test_protocols import curve, two_protocols
 
 FIGURES = [t for t in targets.TARGETS.values() if t.kind == "figure"]
 COLUMNS = {
@@ -228,21 +227,8 @@ def test_unfreezing_ladder_csv_is_one_row_per_run_plus_the_paper_ticks(tmp_path)
 
 
 def test_lr_sweep_csv_is_each_sweep_run_and_each_fixed_lr_run(tmp_path):
-    fixed, sweep = [], []
-    for seed in (0, 1):
-        fixed += curve(1e-3, [0.5, 0.9], test=[0.5, 0.8 + seed / 10], task="mnist", seed=seed,
-                       init="pretrained", size="small")  # fmt: skip
-        for lr, peak in ((1e-4, 0.95), (1e-3, 0.9)):
-            sweep += curve(lr, [0.5, peak, 0.7], best_step=10, test=[0.5, peak - 0.01, 0.6],
-                           task="mnist", seed=seed, init="pretrained", size="small")  # fmt: skip
+    fixed, _ = two_protocols(tmp_path)
     fixed += curve(1e-3, [0.5, 0.9], task="listops", init="pretrained", size="small")  # no panel
-    sel_files = []
-    for seed in (0, 1):
-        f = tmp_path / f"sel{seed}.parquet"
-        part = pd.DataFrame([r for r in sweep if r["seed"] == seed])
-        protocol._write(protocol.select(part, "protocol_swept", f"c{seed}"), f)
-        sel_files.append(f)
-    protocol.write_selected(sel_files, tmp_path / "selected.parquet")
     data = _build(
         tmp_path,
         "lr_sweep",

@@ -41,6 +41,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -344,17 +345,7 @@ def _download(
 
 
 def download(
-    url: str,
-    dest: Path,
-    md5: str | None = None,
-    timeout: float = 60,
-    *,
-    sha256: str | None = None,
-    retries: int | None = None,
-    backoff: float | None = None,
-    progress: bool | None = None,
-    on_progress: Callable[[int, int | None], None] | None = None,
-    hint: str | None = None,
+    url: str, dest: Path, md5: str | None = None, timeout: float = 60, **options: Any
 ) -> Path:
     """Download `url` to `dest` via `dest.partial`, resuming a partial file with HTTP range
     requests and retrying a cut connection `retries` times (default `RETRIES`, backoff
@@ -362,19 +353,10 @@ def download(
     given) match, else `ChecksumError`. A valid existing `dest` is kept. `timeout` (seconds)
     bounds each connect and each read. `progress`: tqdm bar (True), log lines (False) or
     auto (None: a bar when stderr is a terminal); `on_progress(done, total)` is called per
-    chunk. `hint` (e.g. the fetch command) is appended to error messages."""
-    return _download(
-        url,
-        dest,
-        md5,
-        timeout,
-        sha256=sha256,
-        retries=retries,
-        backoff=backoff,
-        progress=progress,
-        on_progress=on_progress,
-        hint=hint,
-    )[0]
+    chunk. `hint` (e.g. the fetch command) is appended to error messages.
+    `options`: `_download`'s keywords (sha256, retries, backoff, progress, on_progress,
+    hint); `_download` also returns the file's SHA-256."""
+    return _download(url, dest, md5, timeout, **options)[0]
 
 
 def _extract(archive: Path, into: Path, select=None) -> list[str]:
