@@ -216,10 +216,11 @@ def _setup_ours(
     n_steps: int,
     undo: str | None = None,
     compile: bool = False,
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Our training step (fpt.train.train_step) ready to time; `undo` names one ablation."""
     torch.manual_seed(spec.seed)
-    task = make_task(spec.task, dev, spec.options)
+    task = make_task(spec.task, dev, spec.options, data_dir)
     eager = undo == "eager_attention"
     model = build_for_spec(spec, task, weights_dir, output_attentions=eager).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -233,7 +234,7 @@ def _setup_ours(
     step_model = torch.compile(model) if compile else model
     host = None
     if undo == "host_batches":  # batches made on the host, through a DataLoader
-        cpu_task = make_task(spec.task, torch.device("cpu"), spec.options)
+        cpu_task = make_task(spec.task, torch.device("cpu"), spec.options, data_dir)
         data = cpu_task.train_batch(n_steps * spec.batch_size, torch.Generator())
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(data.x, data.y), batch_size=spec.batch_size, shuffle=True
@@ -274,10 +275,12 @@ def _eval_rate(o: dict[str, Any], spec: RunSpec, dev: torch.device, n_examples: 
     return {"examples": n, "batch_size": len(batches[0]), "examples_per_s": n / eval_s}
 
 
-def _setup_reference(spec: RunSpec, dev: torch.device, weights_dir, n_steps: int):
+def _setup_reference(
+    spec: RunSpec, dev: torch.device, weights_dir, n_steps: int, data_dir: Path | None = None
+):
     """A step of a loop shaped like the paper's reference code."""
     torch.manual_seed(spec.seed)
-    task = make_task(spec.task, torch.device("cpu"), spec.options)
+    task = make_task(spec.task, torch.device("cpu"), spec.options, data_dir)
     # output_attentions=True builds the backbone with eager attention, as transformers 4.1 ran it.
     model = build_for_spec(spec, task, weights_dir, output_attentions=True).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -362,6 +365,7 @@ def bench(
     compile: bool = False,
     ablations: bool = False,
     fake_data: bool = False,
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Time `spec`'s training step (and eval, the reference loop, ablations): JSON-able dict."""
     dev = resolve_device(device)
@@ -371,7 +375,8 @@ def bench(
         tmp = tempfile.TemporaryDirectory(prefix="fpt-bench-data-")
         fake_data_dir(spec.task, Path(tmp.name))
         # a small val split: the fake training set has only a few hundred images
-        options = {"val_size": 64, **spec.options, "data_dir": tmp.name}
+        data_dir = Path(tmp.name)
+        options = {"val_size": 64, **spec.options}
         spec = RunSpec.from_json({**spec.to_json(), "options": options})
     try:
         return _bench(
@@ -385,6 +390,7 @@ def bench(
             compile,
             ablations,
             load_before,
+            data_dir,
         )
     finally:
         if tmp is not None:
@@ -392,17 +398,27 @@ def bench(
 
 
 def _bench(
-    spec, dev, warmup, iters, reference, weights_dir, eval_examples, compile, ablations, load_before
+    spec,
+    dev,
+    warmup,
+    iters,
+    reference,
+    weights_dir,
+    eval_examples,
+    compile,
+    ablations,
+    load_before,
+    data_dir=None,
 ) -> dict[str, Any]:
     n = warmup + iters
-    o = _setup_ours(spec, dev, weights_dir, n, compile=compile)
+    o = _setup_ours(spec, dev, weights_dir, n, compile=compile, data_dir=data_dir)
     loops = {"ours": o["step"]}
     if reference:
-        loops["reference"] = _setup_reference(spec, dev, weights_dir, n)
+        loops["reference"] = _setup_reference(spec, dev, weights_dir, n, data_dir)
     if compile:  # the same loop uncompiled, side by side
-        loops["not_compiled"] = _setup_ours(spec, dev, weights_dir, n)["step"]
+        loops["not_compiled"] = _setup_ours(spec, dev, weights_dir, n, data_dir=data_dir)["step"]
     for undo in ABLATIONS if ablations else ():
-        loops[undo] = _setup_ours(spec, dev, weights_dir, n, undo=undo)["step"]
+        loops[undo] = _setup_ours(spec, dev, weights_dir, n, undo=undo, data_dir=data_dir)["step"]
     dtype = torch.bfloat16 if spec.precision == "bf16" else torch.float32
     peak = matmul_peak(dev, dtype)
     timed = _interleaved(loops, warmup, iters, dev)

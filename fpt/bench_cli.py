@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,6 @@ def run_bench(args: argparse.Namespace, spec) -> int:
     from fpt.bench import bench
 
     _threads(args.threads)
-    if args.data_dir is not None:
-        spec = replace(spec, options={**spec.options, "data_dir": str(args.data_dir)})
     out = bench(
         spec,
         args.device,
@@ -66,6 +63,7 @@ def run_bench(args: argparse.Namespace, spec) -> int:
         compile=args.compile,
         ablations=args.ablations,
         fake_data=args.fake_data,
+        data_dir=args.data_dir,
     )
     _emit(out, args.json)
     return 0

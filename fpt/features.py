@@ -89,7 +89,7 @@ class CachedFeatures(Task):
     (N, n_answer_tokens, width), computed once per example in stored order."""
 
     def __init__(self, task: DatasetTask, model: FPT, batch_size: int, autocast):
-        super().__init__(task.device, task.options)
+        super().__init__(task.device, task.options, task.data_dir)
         self.base = task
         self.name, self.input, self.head = task.name, task.input, task.head
         self.eval_splits = task.eval_splits

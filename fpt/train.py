@@ -154,9 +154,7 @@ def build_run(
     are not checkpointed, so resuming and the attention rule rebuild them by repeating it."""
     seed_everything(spec.seed, dev)
     options = dict(spec.options)
-    if data_dir is not None:
-        options.setdefault("data_dir", str(data_dir))
-    task = make_task(spec.task, dev, options)
+    task = make_task(spec.task, dev, options, data_dir)
     if spec.init == "bit_memory" and init_from is not None:
         check_source(spec, Path(init_from))  # the folder holds the run bit_memory_source derives
     model = build_for_spec(spec, task, weights_dir, init_from=init_from, **model_kwargs)

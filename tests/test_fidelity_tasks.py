@@ -49,10 +49,8 @@ EXPECTED_SHAPES = [
 
 @pytest.mark.parametrize(("task", "options", "inp", "head"), EXPECTED_SHAPES)
 def test_shapes_come_from_the_options_alone(task, options, inp, head, tmp_path):
-    # an empty data dir: nothing to read, and nothing is read
-    opts = {**options, "data_dir": str(tmp_path / "nothing-here")}
-    assert TASKS[task].shapes(opts) == (inp, head)
-    assert not (tmp_path / "nothing-here").exists()
+    # no data dir is given to shapes(): nothing is read
+    assert TASKS[task].shapes(options) == (inp, head)
 
 
 def test_shapes_reject_bad_options_as_the_constructor_does():
@@ -90,9 +88,8 @@ BUILT = [
 def test_every_task_takes_its_specs_from_shapes(data_dir):
     assert {t for t, _ in BUILT} == set(TASKS), "add the new task to BUILT"
     for name, options in BUILT:
-        opts = {**options, "data_dir": str(data_dir)}
-        task = make_task(name, options=opts)
-        assert TASKS[name].shapes(opts) == (task.input, task.head), (name, options)
+        task = make_task(name, options=options, data_dir=data_dir)
+        assert TASKS[name].shapes(options) == (task.input, task.head), (name, options)
 
 
 # ---------------------------------------------------------------- val_size: 0
@@ -103,16 +100,16 @@ def test_images_train_on_the_whole_training_set_with_val_size_0(data_dir):
     cases = [("mnist", 20, 6), ("cifar10", 20, 6), ("cifar10_lra", 20, 6), ("digits", 1497, 300)]
     for name, n_train, n_test in cases:
         cls = TASKS[name]
-        assert cls.has_val({"data_dir": d}) and not cls.has_val({"val_size": 0})
-        task = make_task(name, options={"data_dir": d, "val_size": 0})
+        assert cls.has_val({}) and not cls.has_val({"val_size": 0})
+        task = make_task(name, options={"val_size": 0}, data_dir=d)
         assert task.split_sizes() == {"train": n_train, "test": n_test}, name
         assert task.eval_splits == ("test",)
         assert cls.eval_splits == ("val", "test")  # the class default is untouched
         b = task.train_batch(4, torch.Generator().manual_seed(0))
         assert b.x.shape[:2] == (4, task.input.n_tokens)
     # the whole training file, in order: exactly the examples a held-out split is cut from
-    full = make_task("mnist", options={"data_dir": d, "val_size": 0})
-    part = make_task("mnist", options={"data_dir": d, "val_size": 5})
+    full = make_task("mnist", options={"val_size": 0}, data_dir=d)
+    part = make_task("mnist", options={"val_size": 5}, data_dir=d)
     both = torch.cat([part.splits["train"].y, part.splits["val"].y])
     assert sorted(both.tolist()) == sorted(full.splits["train"].y.tolist())
 
@@ -120,11 +117,11 @@ def test_images_train_on_the_whole_training_set_with_val_size_0(data_dir):
 def test_val_size_errors_name_the_option_and_the_fix(data_dir):
     d = str(data_dir)
     with pytest.raises(ValueError, match=r"mnist: val_size=-1 is negative.*val_size: 0"):
-        make_task("mnist", options={"data_dir": d, "val_size": -1})
+        make_task("mnist", options={"val_size": -1}, data_dir=d)
     with pytest.raises(ValueError, match=r"val_size=20 holds out the whole.*below 20.*val_size: 0"):
-        make_task("mnist", options={"data_dir": d, "val_size": 20})
+        make_task("mnist", options={"val_size": 20}, data_dir=d)
     with pytest.raises(ValueError, match=r"listops: val_size=-2 is negative"):
-        make_task("listops", options={"data_dir": d, "val_size": -2})
+        make_task("listops", options={"val_size": -2}, data_dir=d)
     with pytest.raises(ValueError, match=r"val_size=-1 is negative"):
         TASKS["cifar10"].has_val({"val_size": -1})
 
@@ -136,7 +133,7 @@ def test_listops_faithful_val_size_0_trains_on_the_whole_training_file(data_dir)
     assert cls.has_val({}) and cls.has_val({"val_size": 3})
     # fixed reads its val split from basic_val.tsv: val_size does not apply
     assert cls.has_val({"tokenization": "fixed", "val_size": 0})
-    task = make_task("listops", options={"data_dir": d, "val_size": 0})
+    task = make_task("listops", options={"val_size": 0}, data_dir=d)
     assert task.split_sizes() == {"train": 20, "test": 3}
     assert task.eval_splits == ("test",) and cls.eval_splits == ("val", "test")
     for name in ("bit_memory", "bit_xor", "homology"):
@@ -154,9 +151,9 @@ def _pairs(a, b, split: str, batch_size: int):
 
 def test_listops_reference_readout_pads_to_max_length_without_lengths(data_dir):
     d = str(data_dir)
-    default = make_task("listops", options={"data_dir": d})
-    last = make_task("listops", options={"data_dir": d, "readout": "last_token"})
-    ref = make_task("listops", options={"data_dir": d, "readout": "reference"})
+    default = make_task("listops", data_dir=d)
+    last = make_task("listops", options={"readout": "last_token"}, data_dir=d)
+    ref = make_task("listops", options={"readout": "reference"}, data_dir=d)
     assert ref.input == default.input  # same model: 512 positions, vocab 15
     for split in ("val", "test"):
         for (bd, bl), (_, br) in zip(
@@ -187,10 +184,10 @@ def test_listops_reference_readout_pads_to_max_length_without_lengths(data_dir):
 
 def test_homology_reference_readout_pads_each_batch_to_its_longest(data_dir):
     d = str(data_dir)
-    opts = {"data_dir": d, "max_length": 64}
-    default = make_task("homology", options=opts)
-    last = make_task("homology", options={**opts, "readout": "last_token"})
-    ref = make_task("homology", options={**opts, "readout": "reference"})
+    opts = {"max_length": 64}
+    default = make_task("homology", options=opts, data_dir=d)
+    last = make_task("homology", options={**opts, "readout": "last_token"}, data_dir=d)
+    ref = make_task("homology", options={**opts, "readout": "reference"}, data_dir=d)
     assert ref.input == default.input
     for split in ref.eval_splits:
         pairs = _pairs(default, ref, split, 2)

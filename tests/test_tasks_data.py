@@ -142,7 +142,7 @@ def _depth_args(tokens):
 
 
 def test_listops_faithful_drops_brackets_and_reports_the_val_file_as_test(data_dir):
-    task = make_task("listops", options={"data_dir": str(data_dir), "val_size": 4})
+    task = make_task("listops", options={"val_size": 4}, data_dir=str(data_dir))
     assert (task.input.kind, task.input.dim, task.input.n_tokens) == ("tokens", 15, 512)
     assert task.head.n_classes == 10 and task.eval_splits == ("val", "test")
     assert task.split_sizes() == {"train": 16, "val": 4, "test": 3}
@@ -156,7 +156,7 @@ def test_listops_faithful_drops_brackets_and_reports_the_val_file_as_test(data_d
 
 
 def test_listops_fixed_keeps_brackets_and_real_splits(data_dir):
-    task = make_task("listops", options={"data_dir": str(data_dir), "tokenization": "fixed"})
+    task = make_task("listops", options={"tokenization": "fixed"}, data_dir=str(data_dir))
     assert (task.input.dim, task.input.n_tokens) == (18, 1024)
     assert task.split_sizes() == {"train": 20, "val": 3, "test": 2}
     from fpt.tasks.listops import FIXED_VOCAB
@@ -166,7 +166,7 @@ def test_listops_fixed_keeps_brackets_and_real_splits(data_dir):
     assert toks == LISTOPS_LINES[0][0].split()
     assert task.splits["test"].y.tolist() == [8, 4]
     short = make_task(
-        "listops", options={"data_dir": str(data_dir), "tokenization": "fixed", "max_length": 8}
+        "listops", options={"tokenization": "fixed", "max_length": 8}, data_dir=data_dir
     )
     assert short.input.n_tokens == 8 and int(short.splits["train"].lengths.max()) == 8
 
@@ -200,7 +200,6 @@ def test_make_listops_cli_and_generated_source(tmp_path):
     name = "len5-30_depth10_args10_n40-8-8_seed1"
     assert main(["make-listops", "--from-name", name, "--data-dir", str(tmp_path)]) == 0
     opts = {
-        "data_dir": str(tmp_path),
         "source": "generated",
         "gen_min_length": 5,
         "gen_max_length": 30,
@@ -213,10 +212,12 @@ def test_make_listops_cli_and_generated_source(tmp_path):
     assert required_files("listops", opts, tmp_path) == [
         str(tmp_path / "listops-generated" / name / ".complete")
     ]
-    task = make_task("listops", options=opts)
+    task = make_task("listops", options=opts, data_dir=tmp_path)
     assert task.split_sizes() == {"train": 36, "val": 4, "test": 8}
     with pytest.raises(FileNotFoundError, match="rule make_listops"):
-        make_task("listops", options={**opts, "gen_seed": 2})
+        make_task("listops", options={**opts, "gen_seed": 2}, data_dir=tmp_path)
+    with pytest.raises(ValueError, match="data_dir is not a task option.*--data-dir"):
+        make_task("listops", options={**opts, "data_dir": str(tmp_path)})
 
 
 # ---------------------------------------------------------------- images
@@ -224,7 +225,7 @@ def test_make_listops_cli_and_generated_source(tmp_path):
 
 def test_mnist_cifar_shapes_and_labels(data_dir):
     d = str(data_dir)
-    mnist = make_task("mnist", options={"data_dir": d, "val_size": 5})
+    mnist = make_task("mnist", options={"val_size": 5}, data_dir=d)
     assert (mnist.input.n_tokens, mnist.input.dim) == (49, 16)
     assert mnist.split_sizes() == {"train": 15, "val": 5, "test": 6}
     b = next(iter(mnist.eval_batches("test", 10)))
@@ -235,17 +236,17 @@ def test_mnist_cifar_shapes_and_labels(data_dir):
     imgs, _ = load_mnist(data_dir, "test")
     assert torch.allclose(b.x[0, 0], torch.from_numpy(imgs[0, 0, :4, :4].reshape(-1)) / 255.0)
 
-    c10 = make_task("cifar10", options={"data_dir": d, "val_size": 4})
+    c10 = make_task("cifar10", options={"val_size": 4}, data_dir=d)
     assert (c10.input.n_tokens, c10.input.dim) == (64, 48)
     assert c10.train_batch(3, torch.Generator().manual_seed(0)).x.shape == (3, 64, 48)
-    gray = make_task("cifar10", options={"data_dir": d, "val_size": 4, "patch_channels": "gray"})
+    gray = make_task("cifar10", options={"val_size": 4, "patch_channels": "gray"}, data_dir=d)
     assert (gray.input.n_tokens, gray.input.dim) == (64, 16)
-    lra = make_task("cifar10_lra", options={"data_dir": d, "val_size": 4})
+    lra = make_task("cifar10_lra", options={"val_size": 4}, data_dir=d)
     assert (lra.input.n_tokens, lra.input.dim) == (1024, 1)
     eb = next(iter(lra.eval_batches("test", 4)))
     assert eb.x.shape == (4, 1024, 1) and eb.x.min() >= -1 and eb.x.max() <= 1
     with pytest.raises(ValueError, match="patch_channels"):
-        make_task("cifar10", options={"data_dir": d, "patch_channels": "rgbx"})
+        make_task("cifar10", options={"patch_channels": "rgbx"}, data_dir=d)
 
 
 def test_digits_is_offline_and_split_is_seeded():
@@ -300,7 +301,7 @@ def test_augmentation_keeps_shapes_and_follows_the_generator():
 def test_homology_tape_vocab_and_splits(data_dir):
     from fpt.tasks.homology import IUPAC_VOCAB
 
-    task = make_task("homology", options={"data_dir": str(data_dir), "max_length": 32})
+    task = make_task("homology", options={"max_length": 32}, data_dir=str(data_dir))
     assert len(IUPAC_VOCAB) == 30 and IUPAC_VOCAB[:5] == [
         "<pad>",
         "<mask>",
@@ -338,7 +339,7 @@ def test_homology_tape_vocab_and_splits(data_dir):
 def test_missing_data_names_the_path_and_the_fetch_command(tmp_path, task, path):
     dataset = {"cifar10_lra": "cifar10"}.get(task, task)
     with pytest.raises(FileNotFoundError) as err:
-        make_task(task, options={"data_dir": str(tmp_path)})
+        make_task(task, data_dir=str(tmp_path))
     msg = str(err.value)
     assert str(tmp_path / path) in msg
     assert f"fpt fetch-data {dataset} --data-dir {tmp_path}" in msg and f"fetch_{dataset}" in msg
@@ -354,20 +355,20 @@ def test_corrupt_files_fail_with_one_clear_message(data_dir, tmp_path):
     with pytest.raises(
         ValueError, match=r"t10k-labels-idx1-ubyte is corrupt.*magic.*fetch-data mnist"
     ):
-        make_task("mnist", options={"data_dir": str(d), "val_size": 5})
+        make_task("mnist", options={"val_size": 5}, data_dir=str(d))
     (d / "cifar-10-batches-py/test_batch").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match=r"test_batch is corrupt.*fetch-data cifar10"):
-        make_task("cifar10", options={"data_dir": str(d), "val_size": 4})
+        make_task("cifar10", options={"val_size": 4}, data_dir=str(d))
     (d / "listops-1000/basic_val.tsv").write_text("Src\tTgt\n")
     with pytest.raises(ValueError, match=r"basic_val.tsv is corrupt.*Source.*fetch-data listops"):
-        make_task("listops", options={"data_dir": str(d), "val_size": 4})
+        make_task("listops", options={"val_size": 4}, data_dir=str(d))
     lm = d / "remote_homology/remote_homology_valid.lmdb"
     shutil.rmtree(lm)
     lm.write_bytes(b"garbage")
     with pytest.raises(
         ValueError, match=r"remote_homology_valid.lmdb is corrupt.*fetch-data homology"
     ):
-        make_task("homology", options={"data_dir": str(d)})
+        make_task("homology", data_dir=str(d))
 
 
 def test_download_is_atomic_and_checks_the_md5(tmp_path):
@@ -414,7 +415,7 @@ def test_short_training_run(tmp_path, data_dir, task, options):
         options=options,
     )
     df = read_run(train(spec, tmp_path / "run", device="cpu", data_dir=data_dir, progress=False))
-    t = make_task(task, options={**options, "data_dir": str(data_dir)})
+    t = make_task(task, options=options, data_dir=str(data_dir))
     assert set(df["split"]) == {"train", *t.eval_splits}
     assert df["accuracy"].between(0, 1).all() and np.isfinite(df["loss"]).all()
     assert isinstance(df, pd.DataFrame) and sorted(df["step"].unique()) == [0, 2]

@@ -68,10 +68,6 @@ def corrupt(task: str, path: Path, problem: str, dataset: str, data_dir: str | P
     )
 
 
-def data_dir_of(options: dict[str, Any]) -> Path:
-    return Path(options.get("data_dir") or DEFAULT_DATA_DIR)
-
-
 def required_files(task: str, options: dict[str, Any], data_dir: str | Path) -> list[str]:
     """What a run of `task` with these options needs on disk before it can start: the
     dataset's download marker, or the generated ListOps files. Used by the Snakemake train

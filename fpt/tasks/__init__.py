@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,11 +26,15 @@ TASKS: dict[str, type[Task]] = {
 
 
 def make_task(
-    name: str, device: torch.device | str = "cpu", options: dict[str, Any] | None = None
+    name: str,
+    device: torch.device | str = "cpu",
+    options: dict[str, Any] | None = None,
+    data_dir: str | Path | None = None,
 ) -> Task:
+    """Task `name` on `device`; `data_dir`: where its dataset files are (default `data`)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name](torch.device(device), options)
+    return TASKS[name](torch.device(device), options, data_dir)
 
 
 __all__ = ["TASKS", "Batch", "HeadSpec", "InputSpec", "Task", "make_task"]

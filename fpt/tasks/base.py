@@ -10,10 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+
+from fpt.data import DEFAULT_DATA_DIR
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,22 @@ class Task(ABC):
     # "val" from its own copy.
     eval_splits: tuple[str, ...] = ("val", "test")
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        if "data_dir" in (options or {}):
+            # A machine path is not part of the experiment: it must not reach the settings.
+            raise ValueError(
+                "data_dir is not a task option: pass it as the data directory instead "
+                "(`fpt train --data-dir DIR`, config key `data_dir`, make_task(data_dir=...))"
+            )
         self.device = device
         self.options = dict(options or {})
+        # Where the task's files live on this machine (fpt.data: one folder per dataset).
+        self.data_dir = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR)
         self.eval_splits = tuple(type(self).eval_splits)
 
     @classmethod

@@ -8,6 +8,7 @@ is scored on the same examples) on the CPU so they are identical on every device
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,8 +24,13 @@ class _SyntheticTask(Task):
 
     defaults: dict[str, Any] = {"val_size": 256, "test_size": 1024, "data_seed": 1234}
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, {**self.defaults, **(options or {})})
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, {**self.defaults, **(options or {})}, data_dir)
         self._eval_sets: dict[str, Batch] = {}
 
     @classmethod
@@ -75,8 +81,13 @@ class BitMemory(_SyntheticTask):
         "mask_prob": 0.5,
     }
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
         self.input, self.head = self.shapes(self.options)
         self.n_bits, self.patch, self.n_strings = (
             int(self.options[k]) for k in ("n_bits", "patch", "n_strings")
@@ -117,8 +128,13 @@ class BitXOR(_SyntheticTask):
     name = "bit_xor"
     defaults = {**_SyntheticTask.defaults, "n_bits": 5}
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
         self.n_bits = int(self.options["n_bits"])
         self.input, self.head = self.shapes(self.options)
 

@@ -130,11 +130,16 @@ class RemoteHomology(TokenTask):
             HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=N_CLASSES),
         )
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
         self.input, self.head = self.shapes(self.options)
         self.max_length = self.input.n_tokens
-        data_dir = fdata.data_dir_of(self.options)
+        data_dir = self.data_dir
         folder = data_dir / fdata.DATASETS["homology"].folder
         self.n_dropped = 0
         for split, file_split in SPLIT_FILES.items():

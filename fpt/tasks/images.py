@@ -186,8 +186,13 @@ class ImageTask(DatasetTask):
     image_size: int  # side of the (square) stored image, in pixels
     n_classes = 10
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
         self.input, self.head = self.shapes(self.options)
 
     @classmethod
@@ -249,9 +254,14 @@ class MNIST(ImageTask):
     patch = 4
     image_size = 28
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
-        d = fdata.data_dir_of(self.options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
+        d = self.data_dir
         self._setup(load_mnist(d, "train"), load_mnist(d, "test"))
 
     def pixels(self, x, generator):
@@ -287,10 +297,15 @@ class CIFAR10(ImageTask):
             raise ValueError(f"{cls.name}: patch_channels={pc!r}; use one of {PATCH_CHANNELS}")
         return 1 if pc == "gray" else 3
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
         self.gray = self.options["patch_channels"] == "gray"
-        d = fdata.data_dir_of(self.options)
+        d = self.data_dir
         self._setup(load_cifar10(d, "train", self.name), load_cifar10(d, "test", self.name))
 
     @property
@@ -359,8 +374,13 @@ class Digits(ImageTask):
     image_size = 8
     defaults = {**ImageTask.defaults, "val_size": 300, "test_size": 300, "augment": False}
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
         images, target = _load_digits()
         x = (images.astype(np.float32) * (255.0 / 16.0)).round().astype(np.uint8)[:, None]
         y = target.astype(np.int64)

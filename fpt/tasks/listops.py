@@ -168,13 +168,18 @@ class ListOps(TokenTask):
             return True
         return check_size("listops", "val_size", opts["val_size"]) > 0
 
-    def __init__(self, device: torch.device, options: dict[str, Any] | None = None):
-        super().__init__(device, options)
+    def __init__(
+        self,
+        device: torch.device,
+        options: dict[str, Any] | None = None,
+        data_dir: str | Path | None = None,
+    ):
+        super().__init__(device, options, data_dir)
         self.input, self.head = self.shapes(self.options)
         self.tokenization = tok = self.options["tokenization"]
         self.max_length = self.input.n_tokens
 
-        data_dir = fdata.data_dir_of(self.options)
+        data_dir = self.data_dir
         source = self.options["source"]
         if source == "lra":
             folder = Path(data_dir) / fdata.DATASETS["listops"].folder
