@@ -33,5 +33,5 @@ fpt bench-collect --files 5000 --json $OUT/collect.json > /dev/null
 # 4. Scaling: step time vs sequence length and model size (scaling.json/.md/.png)
 fpt bench-scaling --out $OUT --threads "$T" --point-budget-s 60 > /dev/null
 
-python -m fpt.bench_report $OUT > $OUT/summary.md
+python -m fpt.bench.report $OUT > $OUT/summary.md
 cat $OUT/summary.md

@@ -1,7 +1,8 @@
 """Atomic, checksummed training checkpoints with one previous generation kept.
 
 A checkpoint lives in `<run dir>/checkpoint/`, outside Snakemake's declared outputs, and
-holds the run's spec: a checkpoint written for other settings is never resumed. A file
+holds the run's spec: a checkpoint written for other settings, or by an fpt whose loop keeps
+other state (`keys` of `load_latest`), is never resumed. A file
 whose SHA-256 does not match its sidecar is treated as corrupt: we fall back to the
 previous checkpoint, else start from scratch, with a warning either way.
 """
@@ -12,6 +13,7 @@ import hashlib
 import io
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +72,27 @@ def _load_one(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def load_latest(ckpt_dir: Path, spec_json: dict[str, Any]) -> dict[str, Any] | None:
-    """The newest intact checkpoint written for exactly `spec_json`, or None."""
+def load_latest(
+    ckpt_dir: Path, spec_json: dict[str, Any], keys: Iterable[str] = ()
+) -> dict[str, Any] | None:
+    """The newest intact checkpoint written for exactly `spec_json` and holding every one of
+    `keys` (one written by another version of fpt may lack some: not resumed), or None."""
     for name in (CURRENT, PREVIOUS):
         state = _load_one(ckpt_dir / name)
         if state is None:
             continue
-        if state.get("spec") != spec_json:
+        if not isinstance(state, dict) or state.get("spec") != spec_json:
             log.warning(
                 "checkpoint %s was written for other settings; not resuming from it",
                 ckpt_dir / name,
+            )
+            continue
+        missing = sorted(set(keys) - set(state))
+        if missing:
+            log.warning(
+                "checkpoint %s lacks %s (written by another version of fpt); not resuming from it",
+                ckpt_dir / name,
+                ", ".join(missing),
             )
             continue
         return state

@@ -7,116 +7,18 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from fpt.spec import LSTM_CELLS, PRECISIONS, RANDOM_INITS, RunSpec
+from fpt.cli_args import add_model_args, spec_from_args
 
-
-def _depth(v: str) -> int | str:
-    if v == "all":
-        return v
-    try:
-        d = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"depth must be 'all' or a positive integer, not {v!r}"
-        ) from None
-    if d < 1:
-        raise argparse.ArgumentTypeError("depth must be >= 1")
-    return d
-
-
-def _option(v: str) -> tuple[str, object]:
-    if "=" not in v:
-        raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE (VALUE as JSON), not {v!r}")
-    k, raw = v.split("=", 1)
-    try:
-        return k, json.loads(raw)
-    except json.JSONDecodeError:
-        return k, raw
-
-
-def _add_model_args(p: argparse.ArgumentParser, steps: bool = True) -> None:
-    from fpt.models import FAMILIES, INITS, PRESETS
-    from fpt.models.fpt import INPUT_INITS
-    from fpt.tasks import TASKS
-
-    d = {f.name: f.default for f in fields(RunSpec) if f.name != "options"}
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--backbone", required=True, choices=sorted(FAMILIES))
-    p.add_argument("--size", help="model size (default: the family's default, e.g. small for gpt2)")
-    p.add_argument("--init", default=d["init"], choices=INITS)
-    p.add_argument("--trainable", default=d["trainable"], choices=list(PRESETS))
-    p.add_argument(
-        "--depth", default=d["depth"], type=_depth, help="keep the first K blocks, or 'all'"
-    )
-    p.add_argument("--input-init", default=d["input_init"], choices=INPUT_INITS)
-    p.add_argument(
-        "--random-init",
-        default=d["random_init"],
-        choices=RANDOM_INITS,
-        help="how a random backbone is drawn: paper (transformers 4.1.1's scheme) or library",
-    )
-    p.add_argument(
-        "--backbone-dropout",
-        default=d["backbone_dropout"],
-        type=float,
-        help="dropout inside the backbone (default: the reference's for the family)",
-    )
-    p.add_argument("--lstm-cell", default=d["lstm_cell"], choices=LSTM_CELLS)
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        type=_option,
-        metavar="KEY=VALUE",
-        help="task option",
-    )
-    p.add_argument(
-        "--weights-dir",
-        type=Path,
-        help="local from_pretrained folders (default: $FPT_WEIGHTS_DIR or weights/)",
-    )
-    p.add_argument("--data-dir", type=Path, help="datasets folder")
-    p.add_argument(
-        "--init-from",
-        type=Path,
-        help="init bit_memory: the finished Bit Memory run folder to load the backbone from",
-    )
-    if steps:
-        p.add_argument("--lr", default=d["lr"], type=float)
-        p.add_argument("--seed", default=d["seed"], type=int)
-        p.add_argument("--steps", default=d["steps"], type=int)
-        p.add_argument("--batch-size", default=d["batch_size"], type=int)
-        p.add_argument("--micro-batch-size", default=d["micro_batch_size"], type=int)
-        p.add_argument("--eval-every", default=d["eval_every"], type=int)
-        p.add_argument("--eval-batch-size", default=d["eval_batch_size"], type=int)
-        p.add_argument("--ckpt-every", default=d["ckpt_every"], type=int)
-        p.add_argument(
-            "--patience",
-            default=d["patience"],
-            type=int,
-            help="early stopping: evaluations without a new best val accuracy (0 = off)",
-        )
-        p.add_argument("--precision", default=d["precision"], choices=PRECISIONS)
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        p.add_argument("--threads", type=int, help="CPU threads for torch")
-
-
-def _spec(args: argparse.Namespace) -> RunSpec:
-    from fpt.models.backbones import family
-
-    size = args.size or family(args.backbone).default_size
-    keys = {f.name for f in fields(RunSpec)} - {"options", "size"}
-    values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
-    return RunSpec.from_json({**values, "size": size, "options": dict(args.option)})
+# the names tests/test_grid.py imports (the helpers live in fpt.cli_args, shared with fpt.bench.cli)
+_add_model_args, _spec = add_model_args, spec_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fpt.train import train
 
-    spec = _spec(args)
+    spec = spec_from_args(args)
     metrics = train(
         spec,
         args.out,
@@ -147,7 +49,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from fpt.tasks import TASKS
     from fpt.tasks.base import shape_summary
 
-    spec = _spec(args)
+    spec = spec_from_args(args)
     task_cls = TASKS[spec.task]
 
     def model_for(options: dict):
@@ -190,14 +92,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from fpt.bench_cli import run_bench
-
-    return run_bench(args, _spec(args))
-
-
 def cmd_fetch_weights(args: argparse.Namespace) -> int:
-    from fpt.models.backbones import family, fetch_weights
+    from fpt.models.families import family
+    from fpt.models.weights import fetch_weights
 
     size = args.size or family(args.backbone).default_size
     print(fetch_weights(args.backbone, size, args.weights_dir))
@@ -244,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one grid point; resumes from OUT's checkpoint")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument(
         "--out",
         required=True,
@@ -263,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         help="parameter counts (total/trainable/reachable per group, and as the paper counted) "
         "and task shape as JSON; reads no data and no weights",
     )
-    _add_model_args(p, steps=False)
+    add_model_args(p, steps=False)
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser(
@@ -274,13 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights-dir", type=Path)
     p.set_defaults(func=cmd_fetch_weights)
 
-    from fpt.data import DATASETS
+    from fpt.tasks import DATASETS  # the datasets the tasks declare (FPT_TASK_MODULES too)
     from fpt.tasks.listops_gen import add_arguments as add_listops_gen_args
 
     p = sub.add_parser(
         "fetch-data", help="download and verify a dataset into the data dir (needs internet)"
     )
-    p.add_argument("dataset", choices=sorted(DATASETS))
+    p.add_argument(
+        "dataset",
+        choices=sorted(DATASETS),
+        help="; ".join(f"{n}: {d.about}" if d.about else n for n, d in sorted(DATASETS.items())),
+    )
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.set_defaults(func=cmd_fetch_data)
 
@@ -290,16 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     add_listops_gen_args(p)
     p.set_defaults(func=cmd_make_listops)
 
-    p = sub.add_parser(
-        "bench",
-        help="time warm training steps and eval; FLOP/s vs measured matmul peak and vs a reference-style loop (JSON)",
-    )
-    _add_model_args(p)
-    from fpt import bench_cli
+    from fpt.bench import cli as bench_cli
 
-    bench_cli.add_bench_args(p)
-    p.set_defaults(func=cmd_bench)
-    bench_cli.add_subcommands(sub)  # bench-collect, bench-dryrun, bench-scaling, bench-cache
+    bench_cli.add_subcommands(sub)  # bench, bench-collect, bench-dryrun, bench-scaling, bench-cache
 
     p = sub.add_parser(
         "attention",
@@ -337,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    from fpt.models.backbones import BackboneUnavailable
+    from fpt.models import BackboneUnavailable
 
     try:
         return args.func(args)

@@ -59,7 +59,7 @@ def why_not(task: Task, model: FPT) -> str | None:
     return None
 
 
-class _Head(nn.Module):
+class Head(nn.Module):
     """The FPT's output layer applied to cached answer-token features."""
 
     def __init__(self, model: FPT):
@@ -156,4 +156,4 @@ def prepare(
     if os.environ.get(ENV, "on").lower() in ("off", "0", "false", "no"):
         return task, _FrozenInEval(model)
     assert isinstance(task, DatasetTask)
-    return CachedFeatures(task, model, batch_size, autocast), _Head(model)
+    return CachedFeatures(task, model, batch_size, autocast), Head(model)

@@ -8,6 +8,7 @@ different experiments are one run (one path).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -18,24 +19,55 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fpt.models.backbones import CONFIG_DIR, family
+from fpt.models.families import CONFIG_DIR, FAMILIES, family
+from fpt.models.fpt import INPUT_INITS
 from fpt.models.freezing import PRESETS
+from fpt.models.init import INITS
 from fpt.models.init import bit_memory_source as init_source
 from fpt.protocol import config_key, sweep_of, sweep_points
-from fpt.spec import RunSpec
-from fpt.tasks import TASKS
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+from fpt.schema import fill_defaults, schema_file
+from fpt.spec import LSTM_CELLS, PRECISIONS, RANDOM_INITS, RunSpec
+from fpt.tasks import TASKS, import_task_modules, reported_split, task_order
 
 
 class ConfigError(ValueError):
     """An invalid config; the message names the key, the problem and the fix."""
 
 
-@cache
 def load_schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema with the enums of the registries filled in: tasks as the registry
+    stands (the built-in tasks and those of the modules imported so far, e.g. a config's
+    `task_modules`), in the tables' order; backbones, sizes, inits, presets and the run
+    settings' choices from their own modules."""
+    schema = copy.deepcopy(schema_file())
+    sizes = dict.fromkeys(s for fam in FAMILIES.values() for s in fam.sizes)
+    enums = {
+        "task": task_order(TASKS),
+        "backbone": list(FAMILIES),
+        "size": list(sizes),
+        "init": list(INITS),
+        "trainable": list(PRESETS),
+        "input_init": list(INPUT_INITS),
+        "precision": list(PRECISIONS),
+        "random_init": list(RANDOM_INITS),
+        "lstm_cell": list(LSTM_CELLS),
+    }
+    for name, values in enums.items():
+        schema["$defs"][name]["enum"] = values
+    return schema
+
+
+def _import_task_modules(config: dict[str, Any], source: str) -> None:
+    """Import the config's `task_modules` (their tasks join the registry, and so the
+    schema's task enum). A malformed list is left for the schema to report."""
+    modules = config.get("task_modules", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        return
+    for i, name in enumerate(modules):
+        try:
+            import_task_modules([name])
+        except ImportError as exc:
+            raise ConfigError(f"{source}: invalid value at task_modules[{i}]: {exc}.") from None
 
 
 def _where(path) -> str:
@@ -45,20 +77,11 @@ def _where(path) -> str:
     return out or "(top level)"
 
 
-def _fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """Top-level defaults, and those of nested blocks with their own (`analysis`)."""
-    out = dict(config)
-    for key, prop in schema["properties"].items():
-        if "default" in prop and key not in out:
-            out[key] = prop["default"]
-        if prop.get("type") == "object" and "properties" in prop and isinstance(out.get(key), dict):
-            out[key] = _fill_defaults(out[key], prop)
-    return out
-
-
 def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Check `config` against the schema and the registries; return it with defaults filled.
-    Raises ConfigError naming the offending key and the allowed values."""
+    Raises ConfigError naming the offending key and the allowed values. The modules in
+    `task_modules` are imported first, so their tasks are allowed values."""
+    _import_task_modules(config, source)
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(
@@ -76,7 +99,7 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         raise ConfigError(
             f"{source}: invalid value at {_where(err.absolute_path)}: {err.message}.{hint}"
         )
-    config = _fill_defaults(config, schema)
+    config = fill_defaults(config, schema)
     grid = expand(config, source=source)  # semantic checks (sizes, depths) happen here
     del grid
     return config
@@ -162,8 +185,6 @@ def make_spec(
             f"(they are drawn with seeds {sorted(reserved)} from data_seed). Fix: use another "
             "seed, or another data_seed in the task's options."
         )
-    if spec.micro_batch_size > spec.batch_size:
-        spec = RunSpec.from_json({**spec.to_json(), "micro_batch_size": spec.batch_size})
     return spec
 
 
@@ -214,16 +235,13 @@ def expand(config: dict[str, Any], source: str = "config") -> Grid:
 
 def _check_sweepable(spec: RunSpec, where: str) -> None:
     """Selection on val must not see the split a table reports, and needs a val split."""
-    from fpt.analysis.paper import REPORTED_SPLIT
-    from fpt.tasks import TASKS
-
     if not TASKS[spec.task].has_val(spec.options):
         raise ConfigError(
             f"{where}: protocol 'swept' selects the lr on the val split, and {spec.task} has "
             "none with val_size 0. Fix: set a val_size in the experiment's settings, e.g. "
             "settings: {options: {val_size: 5000}}."
         )
-    if REPORTED_SPLIT.get(spec.task, "test") == "val":
+    if reported_split(spec.task) == "val":
         raise ConfigError(
             f"{where}: protocol 'swept' selects the lr on the val split, and {spec.task}'s "
             "tables report the val split (the paper's number is on it): selection would see "

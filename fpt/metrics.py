@@ -1,4 +1,4 @@
-"""The per-run metrics contract (DESIGN.md): one Parquet file per run, one row per
+"""The per-run metrics contract (README, "Where results land"): one Parquet file per run, one row per
 evaluation and split, every grid axis as a column, plus run-level provenance columns.
 Written atomically so a crash never leaves a half file that looks finished."""
 
@@ -77,6 +77,11 @@ SCHEMA = pa.schema(
 )
 COLUMNS = SCHEMA.names
 
+# A run still training keeps its rows so far in <run dir>/progress.parquet (metrics.parquet's
+# schema, rewritten after every evaluation by fpt.train, removed once metrics.parquet is
+# written); `fpt status` reads it. Not a declared Snakemake output.
+PROGRESS = "progress.parquet"
+
 
 class MetricsSchemaError(ValueError):
     pass
@@ -86,19 +91,14 @@ class MetricsSchemaError(ValueError):
 def git_revision() -> str:
     """HEAD of the fpt checkout (with +dirty for uncommitted changes), or 'unknown'."""
     root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-C", str(root), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        rev = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (rev + ("+dirty" if dirty else "")) if rev else "unknown"

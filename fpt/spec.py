@@ -51,6 +51,10 @@ LATER_SETTINGS: dict[str, LaterSetting] = {
 }
 
 
+# What a run path looks like (`RunSpec.path`), for the Snakemake wildcards that hold one.
+RUN_PATH_PATTERN = r"task=[^ ]+?/settings=[0-9a-f]{8}"
+
+
 def fmt_lr(lr: float) -> str:
     return f"{float(lr):g}"
 
@@ -68,6 +72,8 @@ class RunSpec:
     seed: int = 0
     steps: int = 1000
     batch_size: int = 4
+    # Examples per forward/backward (gradient accumulation); at most batch_size: a larger
+    # value is clamped here, so every way of making a spec gives the run one path.
     micro_batch_size: int = 16
     eval_every: int = 100
     eval_batch_size: int = 256
@@ -88,6 +94,8 @@ class RunSpec:
     lstm_cell: str = "reference"
 
     def __post_init__(self) -> None:
+        if self.micro_batch_size > self.batch_size:
+            object.__setattr__(self, "micro_batch_size", self.batch_size)
         for name, later in LATER_SETTINGS.items():
             if not later.applies(self):
                 object.__setattr__(self, name, _DEFAULTS[name])

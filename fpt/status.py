@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROGRESS = "progress.parquet"
+from fpt.metrics import PROGRESS  # progress.parquet, written by fpt.train
+
 METRICS = "metrics.parquet"
 
 # Snakemake's SLURM plugin names every job by its run-uuid; this is how to find a job's run.
@@ -40,9 +41,9 @@ SLURM_MAP_HINT = (
 
 
 def _reported_split(task: str | None) -> str:
-    from fpt.analysis.paper import REPORTED_SPLIT
+    from fpt.tasks import reported_split
 
-    return REPORTED_SPLIT.get(task or "", "test")
+    return reported_split(task)
 
 
 def _num(v: Any) -> Any:

@@ -73,7 +73,7 @@ def tiny_weights_dir(tmp_path_factory) -> Path:
     format), so init=pretrained exercises GPT2Model.from_pretrained offline."""
     from transformers import GPT2Config, GPT2Model
 
-    from fpt.models.backbones import CONFIG_DIR
+    from fpt.models.families import CONFIG_DIR
 
     d = tmp_path_factory.mktemp("weights")
     torch.manual_seed(1234)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from fpt.models.backbones import BackboneUnavailable, build_backbone
+from fpt.models import BackboneUnavailable
+from fpt.models.build import build_backbone
 
 
 def test_pretrained_gpt2_loads_from_a_local_folder(tiny_weights_dir):

@@ -36,3 +36,15 @@ def test_checkpoint_of_other_settings_is_ignored(tmp_path):
     checkpoint.save(tmp_path, {"spec": SPEC, "step": 5, "x": torch.zeros(2)})
     assert checkpoint.load_latest(tmp_path, {**SPEC, "steps": 11}) is None
     assert checkpoint.load_latest(tmp_path, SPEC)["step"] == 5
+
+
+def test_checkpoint_lacking_the_loops_state_is_ignored(tmp_path, caplog):
+    """One written by another version of fpt (other state keys): not resumed, with a warning;
+    an older generation that has them still is."""
+    checkpoint.save(tmp_path, {"spec": SPEC, "step": 1, "rng": 0})
+    checkpoint.save(tmp_path, {"spec": SPEC, "step": 2})
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.load_latest(tmp_path, SPEC, keys=("step", "rng"))["step"] == 1
+    assert "lacks rng" in caplog.text
+    assert checkpoint.load_latest(tmp_path, SPEC, keys=("step", "acc")) is None
+    assert checkpoint.load_latest(tmp_path, SPEC)["step"] == 2

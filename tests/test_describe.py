@@ -12,8 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fpt.models import build_model, count_params
-from fpt.models.backbones import FAMILIES
+from fpt.models import FAMILIES, build_model, count_params
 from fpt.models.reach import (
     FINAL_NORM,
     PAPER_CIFAR10_FPT_PARAMS,

@@ -16,6 +16,7 @@ import pytest
 
 from fpt.data import download as dl
 from fpt.data.download import ChecksumError, DownloadError, download
+from fpt.tasks import listops  # declares the listops dataset and its fetch
 
 SIZE = 3 * 2**20 + 12345  # a few MB, not a multiple of the read size
 MAX_REQUESTS = 20  # the server answers 503 beyond this, so no test can loop on it
@@ -257,7 +258,7 @@ def _lra_archive() -> bytes:
 def test_listops_fetch_records_and_later_checks_sha256_in_its_marker(tmp_path, monkeypatch):
     archive = _lra_archive()
     with Server(archive) as server:
-        monkeypatch.setattr(dl, "LRA_URL", server.url)
+        monkeypatch.setattr(listops, "LRA_URL", server.url)
         monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
         server.cuts = [len(archive) // 2]
         marker = dl.fetch("listops", tmp_path)

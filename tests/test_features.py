@@ -139,13 +139,14 @@ def test_without_the_option_nothing_changes():
 
 
 def test_frozen_weights_get_no_gradients_and_no_optimizer_state(tmp_path):
-    from fpt.train import train_step
+    from fpt.train import Accumulator, train_step
 
     task = make_task("digits")
     model = build_model(task, "gpt2", "tiny", "random", "fpt")
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params)
-    acc = {"loss": torch.zeros((), dtype=torch.float64), "correct": torch.zeros(()), "n": 0}
+    opt = model.configure_optimizers(1e-3, "cpu")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    assert params == [p for p in model.parameters() if p.requires_grad]
+    acc = Accumulator("cpu")
     batch = task.train_batch(4, torch.Generator().manual_seed(0))
     train_step(model, task, batch, opt, params, 4, nullcontext, acc)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
@@ -238,7 +239,7 @@ def test_bench_cache_reports_both_ways(tmp_path):
 
 def test_fast_collect_keeps_the_schema_check(tmp_path):
     from fpt.analysis.collect import collect
-    from fpt.bench_pipeline import make_run_files
+    from fpt.bench.pipeline import make_run_files
     from fpt.metrics import MetricsSchemaError
 
     good = make_run_files(tmp_path / "a", 2)

@@ -19,7 +19,7 @@ from fpt.analysis import paper, targets
 from fpt.analysis.stats import collapse_step, final_rows, steps_to_converge
 from fpt.grid import ConfigError, validate_config
 from fpt.metrics import SCHEMA_VERSION, read_run, to_table, write_atomic
-from fpt.models.backbones import build_backbone
+from fpt.models.build import build_backbone
 from fpt.spec import RunSpec
 from fpt.train import train
 from tests.synthetic import metric_rows

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fpt.models import build_model
-from fpt.models.backbones import CONFIG_DIR, family
+from fpt.models.families import CONFIG_DIR, family
 from fpt.tasks import make_task
 
 

@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from fpt import grid
+from fpt.schema import SCHEMA_PATH
 from fpt.spec import RunSpec
 from tests.conftest import REPO
 
@@ -102,15 +103,26 @@ def test_small_configs_are_valid(name):
 def test_schema_enums_match_the_registries():
     from fpt.models import FAMILIES, INITS, PRESETS
     from fpt.models.fpt import INPUT_INITS
-    from fpt.tasks import TASKS
+    from fpt.spec import LSTM_CELLS, PRECISIONS, RANDOM_INITS
+    from fpt.tasks import TASKS, paper_tasks, task_order
 
-    defs = yaml.safe_load(grid.SCHEMA_PATH.read_text())["$defs"]
-    assert set(defs["task"]["enum"]) == set(TASKS)
+    raw = yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]
+    filled = ("task", "backbone", "size", "init", "trainable", "input_init")
+    filled += ("precision", "random_init", "lstm_cell")
+    # the file names none of them: load_schema fills each enum from its registry
+    assert not [d for d in filled if "enum" in raw[d]]
+    defs = grid.load_schema()["$defs"]
+    assert defs["task"]["enum"] == task_order(TASKS) and set(TASKS) >= set(paper_tasks())
     assert set(defs["backbone"]["enum"]) == set(FAMILIES)
     assert set(defs["trainable"]["enum"]) == set(PRESETS)
     assert set(defs["init"]["enum"]) == set(INITS)
     assert set(defs["input_init"]["enum"]) == set(INPUT_INITS)
     assert set(defs["size"]["enum"]) == {s for f in FAMILIES.values() for s in f.sizes}
+    assert (defs["precision"]["enum"], defs["random_init"]["enum"]) == (
+        list(PRECISIONS),
+        list(RANDOM_INITS),
+    )
+    assert defs["lstm_cell"]["enum"] == list(LSTM_CELLS)
 
 
 @pytest.mark.parametrize(

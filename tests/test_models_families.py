@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fpt.models import PRESETS, build_model
-from fpt.models.backbones import CONFIG_DIR, FAMILIES, build_backbone, family, size_info
+from fpt.models.build import build_backbone
+from fpt.models.families import CONFIG_DIR, FAMILIES, family, size_info
 from fpt.models.init import stats_init_
 from fpt.tasks import make_task
 

@@ -163,3 +163,91 @@ def test_bad_bit_memory_patch_is_rejected():
 
     with pytest.raises(ValueError, match="multiple of patch"):
         make_task("bit_memory", options={"n_bits": 21, "patch": 5})
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_tasks_declare_their_label_order_split_and_datasets():
+    from fpt.tasks import (
+        DATASETS,
+        TASKS,
+        paper_tasks,
+        reported_split,
+        required_files,
+        task_label,
+        task_order,
+    )
+
+    assert paper_tasks() == [
+        "bit_memory",
+        "bit_xor",
+        "listops",
+        "mnist",
+        "cifar10",
+        "cifar10_lra",
+        "homology",
+    ]
+    assert {t: task_label(t) for t in TASKS} == {
+        "bit_memory": "Bit Memory",
+        "bit_xor": "Bit XOR",
+        "listops": "ListOps",
+        "mnist": "MNIST",
+        "cifar10": "CIFAR-10",
+        "cifar10_lra": "C10 LRA",
+        "homology": "Homology",
+        "digits": "Digits (offline)",
+    }
+    assert task_label("gone") == "gone"  # metrics of a task not registered here
+    assert {t for t in TASKS if reported_split(t) != "test"} == {"homology"}
+    assert reported_split("homology") == "val" and reported_split("gone") == "test"
+    assert task_order(["digits", "zeta", "homology", "bit_xor", "digits"]) == [
+        "bit_xor",
+        "homology",
+        "digits",
+        "zeta",
+    ]
+    assert sorted(DATASETS) == ["cifar10", "homology", "listops", "mnist"]
+    assert {t: [d.name for d in TASKS[t].datasets] for t in TASKS if TASKS[t].datasets} == {
+        "listops": ["listops"],
+        "mnist": ["mnist"],
+        "cifar10": ["cifar10"],
+        "cifar10_lra": ["cifar10"],
+        "homology": ["homology"],
+    }
+    assert all(DATASETS[d].fetch is not None for d in DATASETS)
+    assert required_files("bit_xor", {}, "d") == [] and required_files("digits", {}, "d") == []
+
+
+def test_register_refuses_a_taken_name_a_missing_name_and_a_shared_folder():
+    from fpt.data import DATASETS, DatasetInfo, register_dataset
+    from fpt.tasks import TASKS, register
+    from fpt.tasks.bits import BitXOR
+
+    assert register(BitXOR) is BitXOR and TASKS["bit_xor"] is BitXOR  # again: a no-op
+    with pytest.raises(ValueError, match="'bit_xor' is already registered by fpt.tasks.bits"):
+        register(type("Other", (BitXOR,), {"name": "bit_xor"}))
+    with pytest.raises(ValueError, match="set `name` on the class"):
+        register(type("Nameless", (BitXOR,), {}))  # an inherited name is not its own
+    with pytest.raises(ValueError, match="folder 'MNIST' belongs to dataset 'mnist'"):
+        register_dataset(DatasetInfo("mnist2", "MNIST"))
+    with pytest.raises(ValueError, match="already declared with folder 'MNIST'"):
+        register_dataset(DatasetInfo("mnist", "MNIST2"))
+    assert "mnist2" not in DATASETS and TASKS["bit_xor"] is BitXOR
+
+
+def test_fpt_data_never_imports_the_tasks():
+    """The tasks import fpt.data (they declare its datasets), never the other way round."""
+    import ast
+    from pathlib import Path
+
+    import fpt.data
+
+    for path in Path(fpt.data.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            assert not any(n.startswith("fpt.tasks") for n in names), (path.name, names)

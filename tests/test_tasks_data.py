@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fpt.data import DATASETS, required_files
-from fpt.tasks import make_task
+from fpt.tasks import DATASETS, make_task, required_files
 from fpt.tasks.images import augment, patchify
 from fpt.tasks.listops_gen import GenParams, write_files
 

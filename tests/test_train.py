@@ -214,6 +214,45 @@ def test_divergence_ends_the_run_as_a_result(tmp_path, monkeypatch):
 
     assert final_rows(df, "test")["step"].item() == 10  # tables report the value before divergence
 
+    # Killed after the final checkpoint, before metrics.parquet: the rerun (inputs finite
+    # again) trains no further; the diverged run ends as it stood.
+    (tmp_path / "metrics.parquet").unlink()
+    monkeypatch.setattr(BitXOR, "train_batch", orig)
+    again = read_run(train(spec, tmp_path, device="cpu", handle_signals=False))
+    pd.testing.assert_frame_equal(again[COMPARE], df[COMPARE], check_exact=True)
+
+
+def test_a_checkpoint_the_loop_cannot_read_means_a_clean_start(tmp_path, caplog):
+    """Checkpoints for the run's spec that an older fpt wrote (other state, other parameter
+    names) are not resumed: the run starts over and ends as a fresh run does."""
+    from fpt.train import Loop
+
+    spec = RunSpec(
+        task="bit_xor",
+        backbone="gpt2",
+        size="tiny",
+        init="random",
+        steps=10,
+        batch_size=4,
+        eval_every=5,
+        ckpt_every=5,
+        options={"val_size": 16, "test_size": 16},
+    )
+    fresh = read_run(train(spec, tmp_path / "fresh", device="cpu", handle_signals=False))
+    good = checkpoint.load_latest(tmp_path / "fresh" / "checkpoint", spec.to_json())
+    assert set(good) == {"spec", *Loop.STATE_KEYS}
+    renamed = {**good, "model": {f"old.{k}": v for k, v in good["model"].items()}}
+    for name, state, says in [
+        ("layout", {"spec": spec.to_json(), "step": 5, "rows": []}, "lacks"),
+        ("params", renamed, "other trainable parameters"),  # every key, other parameters
+    ]:
+        checkpoint.save(tmp_path / name / "checkpoint", state)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="fpt"):
+            got = read_run(train(spec, tmp_path / name, device="cpu", handle_signals=False))
+        assert says in caplog.text, name
+        pd.testing.assert_frame_equal(got[COMPARE], fresh[COMPARE], check_exact=True)
+
 
 def test_cpu_training_is_deterministic(tmp_path):
     spec = RunSpec(
@@ -281,7 +320,7 @@ def test_accumulated_gradient_weights_each_micro_batch_by_its_size():
     gradients would not be close to it (so the comparison can tell)."""
     from contextlib import nullcontext
 
-    from fpt.train import build_run, train_step
+    from fpt.train import Accumulator, build_run, train_step
 
     spec = RunSpec.from_json({**ACCUM.to_json(), "batch_size": 6, "micro_batch_size": 6})
     _, task, model = build_run(spec, torch.device("cpu"))
@@ -291,10 +330,10 @@ def test_accumulated_gradient_weights_each_micro_batch_by_its_size():
     def grad_of(micro: int) -> torch.Tensor:
         m = copy.deepcopy(model)
         params = [p for p in m.parameters() if p.requires_grad]
-        acc = {"loss": torch.zeros((), dtype=torch.float64), "correct": torch.zeros(()), "n": 0}
+        acc = Accumulator("cpu")
         sgd = torch.optim.SGD(params, lr=0.0)  # steps without moving: the gradient stays
         train_step(m, task, batch, sgd, params, micro, nullcontext, acc)
-        assert acc["n"] == batch.y.numel()
+        assert acc.n == batch.y.numel()
         return torch.cat([p.grad.flatten() for p in params])
 
     whole, split = grad_of(6), grad_of(4)

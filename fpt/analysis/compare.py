@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from fpt.analysis import paper
 from fpt.analysis.render import Table
-from fpt.analysis.stats import Cell, cell_of, final_rows, variants
+from fpt.analysis.stats import DEFAULT_COLLAPSE_MARGIN, Cell, cell_of, final_rows, variants
+from fpt.tasks import paper_tasks, task_label
 
 CELL_CAPTION = (
     "Cells: test accuracy (%) at each run's final evaluation on the full fixed test set "
@@ -89,15 +89,15 @@ def compare_table(
     col_label=None,
     params: bool = False,
     split_by_model: bool = True,
-    collapse_margin: float = 0.02,
+    collapse_margin: float = DEFAULT_COLLAPSE_MARGIN,
 ) -> Table:
     """One table row per Row (per backbone and size among its runs, and per variant: runs
     of other settings than the seed, stats.variants), one ours/paper column pair per value
     of `col` (tasks: `cols`, default the paper's seven, plus the runs' others)."""
     finals = final_rows(df, "test", collapse_margin)
     if col == "task":  # the paper's tasks, then any other task the runs have
-        cols = columns_with_extras(cols or paper.PAPER_TASKS, finals["task"] if len(finals) else [])
-    col_label = col_label or (lambda v: paper.TASK_LABELS.get(v, str(v)))
+        cols = columns_with_extras(cols or paper_tasks(), finals["task"] if len(finals) else [])
+    col_label = col_label or task_label
     header = ["Model"] + [
         h for v in cols for h in (f"{col_label(v)} (ours)", f"{col_label(v)} (paper)")
     ]

@@ -1,33 +1,24 @@
-"""The paper's published numbers (test accuracy, %), from ../shared/PAPER.md (arXiv v2).
+"""The paper's published numbers (test accuracy, %), typed from its tables (arXiv v2).
 
 Keys are our config names: tasks as in fpt.tasks, rows as (init, trainable preset) or
 backbone family. A string value carries the paper's annotation ("89.0*" = diverged, the
 value before divergence).
+
+What tables say about a task (its label, the split they report, the paper's order of the
+tasks) is declared by the task (fpt.tasks: task_label, reported_split, task_order).
 """
 
 from __future__ import annotations
 
-TASK_LABELS = {
-    "bit_memory": "Bit Memory",
-    "bit_xor": "Bit XOR",
-    "listops": "ListOps",
-    "mnist": "MNIST",
-    "cifar10": "CIFAR-10",
-    "cifar10_lra": "C10 LRA",
-    "homology": "Homology",
-    "digits": "Digits (offline)",
-}
-PAPER_TASKS = ["bit_memory", "bit_xor", "listops", "mnist", "cifar10", "cifar10_lra", "homology"]
-
-# The split whose accuracy a table reports as "test": the paper's homology number is on
-# TAPE's `valid` split (the three holdout test splits are in the metrics too).
-REPORTED_SPLIT = {"homology": "val"}
+from fpt.models.freezing import LADDER as FREEZING_LADDER
+from fpt.tasks import paper_tasks
 
 Numbers = dict[str, float | str]
 
 
 def _row(*values: float | str | None) -> Numbers:
-    return {t: v for t, v in zip(PAPER_TASKS, values, strict=True) if v is not None}
+    """One number per task of the paper, in the order of its tables (Task.paper_order)."""
+    return {t: v for t, v in zip(paper_tasks(), values, strict=True) if v is not None}
 
 
 FPT = _row(100, 100, 38.4, 98.0, 68.2, 38.6, 12.7)  # GPT-2 small throughout
@@ -109,7 +100,6 @@ UNFREEZE: dict[str, Numbers] = {
 }
 
 # Successive unfreezing: (init, preset) -> task -> accuracy.
-_LADDER_PRESETS = ("output_only", "output_ln", "output_ln_in", "fpt")
 _LADDER_ROWS = {
     ("pretrained", "bit_memory"): (76, 94, 100, 100),
     ("pretrained", "bit_xor"): (56, 98, 98, 100),
@@ -126,7 +116,7 @@ _LADDER_ROWS = {
 }
 LADDER: dict[tuple[str, str], Numbers] = {}
 for (_init, _task), _vals in _LADDER_ROWS.items():
-    for _preset, _v in zip(_LADDER_PRESETS, _vals, strict=True):
+    for _preset, _v in zip(FREEZING_LADDER, _vals, strict=True):
         LADDER.setdefault((_init, _preset), {})[_task] = _v
 
 # Layer norm frozen (in_out) vs trained (fpt), CIFAR-10.

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from fpt.schema import analysis_settings
+
 # Settings that can tell two runs of one cell apart, in the order a row label names them.
 VARIANT_COLUMNS = (
     "depth", "input_init", "lr", "steps", "batch_size", "patience",
     "precision", "random_init", "backbone_dropout", "lstm_cell",
 )  # fmt: skip
-DEFAULT_COLLAPSE_MARGIN = 0.02
+DEFAULT_COLLAPSE_MARGIN = analysis_settings()["collapse_margin"]  # the config schema's
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def final_rows(
     df: pd.DataFrame, split: str = "test", collapse_margin: float = DEFAULT_COLLAPSE_MARGIN
 ) -> pd.DataFrame:
     """One row per run: its last evaluation on `split` ("test" = the split the paper
-    reports for the task, see paper.REPORTED_SPLIT) with a finite loss (for a diverged
+    reports for the task, its Task.reported_split) with a finite loss (for a diverged
     run, the value before divergence, as the paper reports it). A run trained with early
     stopping ends with its best-val weights restored: its row is the one at `best_step`.
     A run that collapsed to chance (`collapse_step`) is reported at its evaluation before
@@ -173,9 +175,9 @@ def final_rows(
 
 def reported(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """The rows of each task's reported split (see final_rows)."""
-    from fpt.analysis.paper import REPORTED_SPLIT
+    from fpt.tasks import reported_split
 
-    wanted = df["task"].map(lambda t: REPORTED_SPLIT.get(t, split)) if split == "test" else split
+    wanted = df["task"].map(lambda t: reported_split(t, split)) if split == "test" else split
     return df[df["split"] == wanted]
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import pandas as pd
 
+from fpt.schema import analysis_settings
+
 TABLE_EXTS = ("md", "tex", "csv", "html")  # render.Table.write_to
 FIGURE_EXTS = ("pdf", "png", "csv")  # figures/style.save: the pictures and what they plot
 
@@ -51,11 +53,12 @@ class BuildContext:
     def missing(self) -> str:
         return f"not in {self.label}"
 
+    def __post_init__(self) -> None:
+        self.settings = analysis_settings(self.settings)  # the schema's defaults, filled once
+
     @property
     def collapse_margin(self) -> float:
-        from fpt.analysis.stats import DEFAULT_COLLAPSE_MARGIN
-
-        return float(self.settings.get("collapse_margin", DEFAULT_COLLAPSE_MARGIN))
+        return float(self.settings["collapse_margin"])
 
     def precedence_note(self) -> str:
         """The caption sentence that says which experiment supplies a cell."""

@@ -1,57 +1,93 @@
-"""Datasets on disk: where each one lives under the data dir, the marker file its download
-rule writes, which tasks need which dataset, and the one error a task raises when its files
-are missing or corrupt (naming the path and the command that fetches them).
+"""Datasets on disk: the registry of downloadable datasets (name, folder under the data dir,
+the marker file its download writes, its fetch function), and the one error a task raises
+when its files are missing or corrupt (naming the path and the command that fetches them).
 
-Downloads themselves are in `fpt.data.download` (`fpt fetch-data DATASET --data-dir DIR`,
-Snakemake rules `fetch_<dataset>` in workflow/rules/data.smk). Generated ListOps files come
-from `fpt make-listops` (rule `make_listops`).
+Each dataset is declared by the module of the task that reads it (MNIST and CIFAR-10 in
+`fpt.tasks.images`, ListOps in `fpt.tasks.listops`, homology in `fpt.tasks.homology`, a
+task of your own in its module: see `fpt.tasks`) and lands here when that task is
+registered, so `fpt fetch-data`, `fpt.tasks.required_files` and the Snakemake rule
+`fetch_data` all read this one registry. This package never imports the tasks: import
+`fpt.tasks` (every entry point does) to fill `DATASETS`.
+
+The download machinery (resume, checksums, extraction, markers) is `fpt.data.download`
+(`fpt fetch-data DATASET --data-dir DIR`, Snakemake rule `fetch_data` and the named targets
+`fetch_<dataset>` in workflow/rules/data.smk). Generated ListOps files come from
+`fpt make-listops` (rule `make_listops`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 DEFAULT_DATA_DIR = "data"
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    name: str  # `fpt fetch-data` argument; the Snakemake rule is fetch_<name>
+    """A downloadable dataset. `fetch(data_dir)` downloads and verifies it into
+    `data_dir / folder` and writes the marker last (`fpt.data.download` has the pieces);
+    `about` is one line for `fpt fetch-data --help` and the Snakemake rule."""
+
+    name: str  # `fpt fetch-data` argument; the named Snakemake target is fetch_<name>
     folder: str  # under the data dir, in the layout the reading code (and torchvision/TAPE) use
+    fetch: Callable[[Path], Path] | None = field(default=None, compare=False, repr=False)
+    about: str = field(default="", compare=False)
 
     def marker(self, data_dir: str | Path) -> Path:
         """Written last by the download, so its presence means a complete, verified copy."""
         return Path(data_dir) / self.folder / ".complete"
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    d.name: d
-    for d in [
-        DatasetInfo("mnist", "MNIST"),
-        DatasetInfo("cifar10", "cifar-10-batches-py"),
-        DatasetInfo("listops", "listops-1000"),
-        DatasetInfo("homology", "remote_homology"),
-    ]
-}
+# name -> dataset, filled by the task modules (register_dataset, or fpt.tasks.register for
+# the datasets a task class declares).
+DATASETS: dict[str, DatasetInfo] = {}
 
-# Which downloaded dataset each task reads. Tasks not listed (bit_memory, bit_xor, digits)
-# need no download; ListOps with `source: generated` needs the make_listops output instead.
-TASK_DATASET: dict[str, str] = {
-    "listops": "listops",
-    "mnist": "mnist",
-    "cifar10": "cifar10",
-    "cifar10_lra": "cifar10",
-    "homology": "homology",
-}
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add `info` to DATASETS (idempotent for the same name and folder). A name already
+    taken by another folder, or a folder another dataset owns, is an error: two datasets
+    would share one marker."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", info.name):
+        raise ValueError(f"dataset name {info.name!r}: use lower case letters, digits and _")
+    if not info.folder or "/" in info.folder or info.folder.startswith("."):
+        raise ValueError(f"dataset {info.name}: folder {info.folder!r} must be one plain name")
+    old = DATASETS.get(info.name)
+    if old is not None and old.folder != info.folder:
+        raise ValueError(
+            f"dataset {info.name!r} is already declared with folder {old.folder!r}, "
+            f"not {info.folder!r}"
+        )
+    for other in DATASETS.values():
+        if other.name != info.name and other.folder == info.folder:
+            raise ValueError(
+                f"dataset {info.name!r}: folder {info.folder!r} belongs to dataset {other.name!r}"
+            )
+    DATASETS[info.name] = info
+    return info
+
+
+def folder_pattern() -> str:
+    """A regex matching exactly the registered datasets' folders (the Snakemake wildcard
+    constraint of rule fetch_data's output, `<data dir>/<folder>/.complete`)."""
+    return "|".join(re.escape(d.folder) for d in DATASETS.values()) or "(?!)"
+
+
+def dataset_of_folder(folder: str) -> str:
+    """The name of the dataset stored in `folder`."""
+    for d in DATASETS.values():
+        if d.folder == folder:
+            return d.name
+    raise ValueError(f"no dataset is stored in a folder {folder!r}")
 
 
 def fetch_hint(dataset: str, data_dir: str | Path) -> str:
     info = DATASETS[dataset]
     return (
         f"Fetch it with `fpt fetch-data {dataset} --data-dir {data_dir}` "
-        f"(Snakemake: rule fetch_{dataset}, target {info.marker(data_dir)})."
+        f"(Snakemake: target fetch_{dataset}, or {info.marker(data_dir)} by rule fetch_data)."
     )
 
 
@@ -66,16 +102,3 @@ def corrupt(task: str, path: Path, problem: str, dataset: str, data_dir: str | P
         f"{task}: data file {path} is corrupt or not in the expected format ({problem}). "
         f"Delete it and fetch again: {fetch_hint(dataset, data_dir)}"
     )
-
-
-def required_files(task: str, options: dict[str, Any], data_dir: str | Path) -> list[str]:
-    """What a run of `task` with these options needs on disk before it can start: the
-    dataset's download marker, or the generated ListOps files. Used by the Snakemake train
-    rule's input function."""
-    if task == "listops" and options.get("source", "lra") == "generated":
-        from fpt.tasks.listops_gen import GenParams
-
-        return [str(GenParams.from_options(options).marker(data_dir))]
-    if task in TASK_DATASET:
-        return [str(DATASETS[TASK_DATASET[task]].marker(data_dir))]
-    return []

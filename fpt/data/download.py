@@ -1,5 +1,7 @@
-"""Dataset downloads: `fpt fetch-data DATASET --data-dir DIR` (Snakemake rules fetch_<dataset>,
-run on the submit host as localrules since compute nodes often have no internet).
+"""Dataset downloads: `fpt fetch-data DATASET --data-dir DIR` (Snakemake rule fetch_data, one
+job per dataset, run on the submit host as a localrule since compute nodes often have no
+internet). `fetch` dispatches to the fetch function of the dataset as its task module
+declares it (`fpt.data.DATASETS`); the pieces those functions share are here.
 
 Each download goes to `<file>.partial` and resumes there: an interrupted transfer (connection
 cut, reset or timed out) is retried up to `RETRIES` times with a short backoff, each time asking
@@ -9,21 +11,16 @@ the download start over; `416` means the partial is already whole, which is acce
 its size equals the announced total. Only when the whole body has arrived and its checksum
 matched is the partial renamed to the final name; a checksum mismatch deletes the partial and
 raises `ChecksumError` (file, expected and actual digest, what to do). The dataset's
-`.complete` marker is written last and records the SHA-256 of every file downloaded (and of
-ListOps' extracted TSVs), so later runs can verify data for which no checksum is published.
-Files already present and valid are not downloaded again, so data placed by hand (e.g. an
-existing torchvision folder) is adopted. Progress goes to stderr: a tqdm bar on a terminal,
-else a log line every ~10%.
+`.complete` marker is written last (`write_marker`) and records the SHA-256 of every file
+downloaded (and of ListOps' extracted TSVs), so later runs can verify data for which no
+checksum is published. Files already present and valid are not downloaded again, so data
+placed by hand (e.g. an existing torchvision folder) is adopted. Progress goes to stderr: a
+tqdm bar on a terminal, else a log line every ~10%.
 
-Published checksums: none of the sources publishes a SHA-256; the MD5s below are the only
-published ones and are what is checked.
-
-| dataset  | source | check |
-|---|---|---|
-| mnist    | torchvision's mirrors of the four idx .gz files | torchvision's md5 per file |
-| cifar10  | https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (~163 MiB) | md5 c58f30108f718f92721af3b95e74349a (published on that page), then each batch's md5 (torchvision) |
-| listops  | https://storage.googleapis.com/long-range-arena/lra_release.gz (a tar.gz, ~7.7 GB) | no published checksum: Content-Length, tar integrity, TSV headers; the SHA-256 of the archive and of the TSVs is recorded in the marker and checked by later runs; only `listops-1000/` is extracted, the archive is then deleted |
-| homology | http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz | md5 1d687bdeb9e3866f77504d6079eed00a (the one TorchDrug and PEER check for this URL; TAPE itself publishes none), then every split's LMDB opens |
+Sources and published checksums: see the module that declares each dataset
+(`fpt.tasks.images`: mnist, cifar10; `fpt.tasks.listops`: listops; `fpt.tasks.homology`:
+homology). None of the sources publishes a SHA-256; the MD5s there are the only published
+ones and are what is checked.
 """
 
 from __future__ import annotations
@@ -46,41 +43,6 @@ from typing import Any
 from tqdm import tqdm
 
 from fpt.data import DATASETS, fetch_hint
-
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
-MNIST_FILES = {  # torchvision.datasets.MNIST.resources
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_FILES = {  # torchvision.datasets.CIFAR10.train_list + test_list
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-}
-LRA_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
-# No checksum is published for the LRA release (neither by the LRA repository nor by the
-# bucket): the SHA-256 of what was downloaded is recorded in listops-1000/.complete instead.
-LRA_MD5 = None
-HOMOLOGY_URL = "http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz"
-HOMOLOGY_MD5 = "1d687bdeb9e3866f77504d6079eed00a"  # TorchDrug / PEER; TAPE publishes none
-HOMOLOGY_SPLITS = (
-    "train",
-    "valid",
-    "test_fold_holdout",
-    "test_superfamily_holdout",
-    "test_family_holdout",
-)
-
 
 RETRIES = 5  # further attempts after a cut connection, each resuming the partial file
 BACKOFF_S = 1.0  # sleep before retry n is BACKOFF_S * 2**(n-1), at most 30 s
@@ -268,7 +230,7 @@ def _fetch_once(
     return True, total
 
 
-def _download(
+def download_hashed(
     url: str,
     dest: Path,
     md5: str | None = None,
@@ -281,7 +243,7 @@ def _download(
     on_progress: Callable[[int, int | None], None] | None = None,
     hint: str | None = None,
 ) -> tuple[Path, str]:
-    """`download`, also returning the SHA-256 of the file."""
+    """`download`, also returning the SHA-256 of the file (for the dataset's marker)."""
     dest = Path(dest)
     retries = RETRIES if retries is None else retries
     backoff = BACKOFF_S if backoff is None else backoff
@@ -354,12 +316,12 @@ def download(
     bounds each connect and each read. `progress`: tqdm bar (True), log lines (False) or
     auto (None: a bar when stderr is a terminal); `on_progress(done, total)` is called per
     chunk. `hint` (e.g. the fetch command) is appended to error messages.
-    `options`: `_download`'s keywords (sha256, retries, backoff, progress, on_progress,
-    hint); `_download` also returns the file's SHA-256."""
-    return _download(url, dest, md5, timeout, **options)[0]
+    `options`: `download_hashed`'s keywords (sha256, retries, backoff, progress,
+    on_progress, hint); `download_hashed` also returns the file's SHA-256."""
+    return download_hashed(url, dest, md5, timeout, **options)[0]
 
 
-def _extract(archive: Path, into: Path, select=None) -> list[str]:
+def extract(archive: Path, into: Path, select=None) -> list[str]:
     """Extract (members for which select(name) is true) with tarfile's safe 'data' filter."""
     names = []
     with tarfile.open(archive, "r|*") as tar:
@@ -369,6 +331,16 @@ def _extract(archive: Path, into: Path, select=None) -> list[str]:
             tar.extract(member, into, filter="data")
             names.append(member.name)
     return names
+
+
+def download_archive(
+    url: str, name: str, md5: str | None, dataset: str, data_dir: Path
+) -> dict[str, str]:
+    """Download the archive `name` of `dataset` into `data_dir` (checked against `md5`),
+    extract it there, and return {its path relative to data_dir: SHA-256} for the marker."""
+    archive, sha = download_hashed(url, data_dir / name, md5, hint=fetch_hint(dataset, data_dir))
+    extract(archive, data_dir)
+    return {relpath(archive, data_dir): sha}
 
 
 def recorded_sha256(dataset: str, data_dir: Path) -> dict[str, str]:
@@ -386,7 +358,7 @@ def recorded_sha256(dataset: str, data_dir: Path) -> dict[str, str]:
     return out
 
 
-def _mark(dataset: str, data_dir: Path, sha256: dict[str, str] | None = None) -> Path:
+def write_marker(dataset: str, data_dir: Path, sha256: dict[str, str] | None = None) -> Path:
     """Write the marker last: `ok`, then the SHA-256 of each file downloaded (kept from an
     earlier marker where this run downloaded nothing new)."""
     marker = DATASETS[dataset].marker(data_dir)
@@ -398,141 +370,29 @@ def _mark(dataset: str, data_dir: Path, sha256: dict[str, str] | None = None) ->
     return marker
 
 
-def _rel(path: Path, data_dir: Path) -> str:
+def relpath(path: Path, data_dir: Path) -> str:
+    """`path` as the marker records it: relative to the data dir, with / separators."""
     return path.relative_to(data_dir).as_posix()
 
 
-def fetch_mnist(data_dir: Path) -> Path:
-    raw = data_dir / DATASETS["mnist"].folder / "raw"
-    hint = fetch_hint("mnist", data_dir)
-    digests = {}
-    for name, md5 in MNIST_FILES.items():
-        gz = raw / name
-        errors = []
-        for mirror in MNIST_MIRRORS:
-            try:
-                _, digests[_rel(gz, data_dir)] = _download(mirror + name, gz, md5, hint=hint)
-                break
-            except Exception as exc:  # next mirror (a bad copy included)
-                errors.append(f"{mirror}: {exc}")
-        else:
-            raise RuntimeError(f"could not download {name}: " + "; ".join(errors))
-        plain = raw / name[: -len(".gz")]
-        if not plain.exists():  # torchvision keeps both the .gz and the unpacked file
-            part = plain.with_name(plain.name + ".partial")
-            with gzip.open(gz, "rb") as src, open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(part, plain)
-    return _mark("mnist", data_dir, digests)
-
-
-def fetch_cifar10(data_dir: Path) -> Path:
-    folder = data_dir / DATASETS["cifar10"].folder
-    digests = {}
-
-    def valid() -> bool:
-        return all(
-            (folder / n).is_file() and md5sum(folder / n) == m for n, m in CIFAR10_FILES.items()
-        )
-
-    if not valid():
-        archive, sha = _download(
-            CIFAR10_URL,
-            data_dir / "cifar-10-python.tar.gz",
-            CIFAR10_MD5,
-            hint=fetch_hint("cifar10", data_dir),
-        )
-        digests[_rel(archive, data_dir)] = sha
-        _extract(archive, data_dir)
-        if not valid():
-            raise ValueError(
-                f"{folder}: batch files do not match torchvision's md5s after extraction"
-            )
-    return _mark("cifar10", data_dir, digests)
-
-
-def fetch_listops(data_dir: Path, keep_archive: bool = False) -> Path:
-    """No checksum is published for the LRA release: the first download records the SHA-256
-    of the archive and of the three TSVs in the marker; later runs check the TSVs against it
-    (fetching again on a mismatch) and a new download of the archive against the recorded
-    archive digest."""
-    from fpt.tasks.listops import read_tsv
-
-    folder = data_dir / DATASETS["listops"].folder
-    names = [f"basic_{s}.tsv" for s in ("train", "val", "test")]
-    recorded = recorded_sha256("listops", data_dir)
-    have = all((folder / n).is_file() for n in names)
-    digests = {}
-    if have:
-        for n in names:
-            key = _rel(folder / n, data_dir)
-            digests[key] = sha256sum(folder / n)
-            if key in recorded and recorded[key] != digests[key]:
-                print(
-                    f"{folder / n}: SHA-256 {digests[key]} differs from the {recorded[key]} "
-                    "recorded when it was downloaded; fetching it again",
-                    file=sys.stderr,
-                )
-                have = False
-    if not have:
-        archive_path = data_dir / "lra_release.tar.gz"
-        archive, sha = _download(
-            LRA_URL,
-            archive_path,
-            LRA_MD5,
-            timeout=300,
-            sha256=recorded.get(_rel(archive_path, data_dir)),
-            hint=fetch_hint("listops", data_dir),
-        )
-        digests = {_rel(archive, data_dir): sha}
-        tmp = data_dir / "lra_release.partial"
-        got = _extract(archive, tmp, select=lambda n: "listops-1000/" in n)
-        found = {Path(n).name: tmp / n for n in got}
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise ValueError(f"{archive}: no listops-1000/{missing} inside")
-        folder.mkdir(parents=True, exist_ok=True)
-        for n in names:
-            os.replace(found[n], folder / n)
-            digests[_rel(folder / n, data_dir)] = sha256sum(folder / n)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not keep_archive:
-            archive.unlink()
-    for n in names:
-        read_tsv(folder / n)  # raises on a bad file
-    return _mark("listops", data_dir, digests)
-
-
-def fetch_homology(data_dir: Path) -> Path:
-    from fpt.tasks.homology import read_lmdb
-
-    folder = data_dir / DATASETS["homology"].folder
-    paths = [folder / f"remote_homology_{s}.lmdb" for s in HOMOLOGY_SPLITS]
-    digests = {}
-    if not all(p.exists() for p in paths):
-        archive, sha = _download(
-            HOMOLOGY_URL,
-            data_dir / "remote_homology.tar.gz",
-            HOMOLOGY_MD5,
-            hint=fetch_hint("homology", data_dir),
-        )
-        digests[_rel(archive, data_dir)] = sha
-        _extract(archive, data_dir)
-    for p in paths:
-        read_lmdb(p)  # raises on a bad file
-    return _mark("homology", data_dir, digests)
-
-
-FETCHERS = {
-    "mnist": fetch_mnist,
-    "cifar10": fetch_cifar10,
-    "listops": fetch_listops,
-    "homology": fetch_homology,
-}
+def gunzip(src: Path, dest: Path) -> Path:
+    """Decompress `src` into `dest` via `dest.partial` (atomic)."""
+    part = dest.with_name(dest.name + ".partial")
+    with gzip.open(src, "rb") as fin, open(part, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    os.replace(part, dest)
+    return dest
 
 
 def fetch(dataset: str, data_dir: str | Path) -> Path:
-    """Fetch one dataset into `data_dir`; returns its `.complete` marker."""
-    if dataset not in FETCHERS:
-        raise ValueError(f"unknown dataset {dataset!r}; one of {', '.join(FETCHERS)}")
-    return FETCHERS[dataset](Path(data_dir))
+    """Fetch one dataset into `data_dir` with the fetch function its task module declared;
+    returns its `.complete` marker."""
+    info = DATASETS.get(dataset)
+    if info is None or info.fetch is None:
+        known = ", ".join(sorted(n for n, d in DATASETS.items() if d.fetch is not None))
+        raise ValueError(
+            f"unknown dataset {dataset!r}; one of {known or '(none: import fpt.tasks first)'}. "
+            "A dataset is declared by the module of the task that reads it (config key "
+            "task_modules, or FPT_TASK_MODULES for fpt commands)"
+        )
+    return info.fetch(Path(data_dir))

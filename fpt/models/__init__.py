@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fpt.models.backbones import FAMILIES, BackboneUnavailable, build_backbone
+from fpt.models.build import build_backbone
+from fpt.models.families import FAMILIES
 from fpt.models.fpt import FPT, count_params
 from fpt.models.freezing import PRESETS
 from fpt.models.init import INITS
+from fpt.models.weights import BackboneUnavailable
 from fpt.tasks.base import Task
 
 
@@ -28,7 +30,7 @@ def build_model(
     """The FPT model for one run, frozen per `trainable`. Seed torch before calling: random
     backbone weights and the new layers come from the global RNG. `init_from`: the Bit
     Memory source run folder, for init=bit_memory. `backbone_settings`: random_init,
-    backbone_dropout, lstm_cell (fpt.models.backbones.build_backbone)."""
+    backbone_dropout, lstm_cell (fpt.models.build.build_backbone)."""
     bb = build_backbone(
         backbone, size, init, depth, weights_dir, output_attentions, init_from, **backbone_settings
     )

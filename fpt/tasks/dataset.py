@@ -12,7 +12,6 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,13 +94,8 @@ class DatasetTask(Task):
 
     defaults: dict[str, Any] = {"data_seed": 1234}
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, {**self.defaults, **(options or {})}, data_dir)
+    def setup(self) -> None:
+        super().setup()
         self.splits: dict[str, Split] = {}
 
     @property

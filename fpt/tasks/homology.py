@@ -32,9 +32,15 @@ accuracy by 0.9739; here over-long *training* sequences are dropped (`overlength
 default) or cut (`truncate`), and every evaluation sequence is kept, cut to <cls> + the
 first max_length - 2 residues + <sep>, so each split is scored on all of its examples.
 
-Splits: "val" = TAPE's `valid` (what the paper reported as its test number), then the three
-TAPE test sets, each its own `split` value in the metrics: test_fold (fold holdout),
-test_superfamily (superfamily holdout), test_family (family holdout).
+Splits: "val" = TAPE's `valid` (what the paper reported as its test number, so tables report
+it: `reported_split`), then the three TAPE test sets, each its own `split` value in the
+metrics: test_fold (fold holdout), test_superfamily (superfamily holdout), test_family
+(family holdout).
+
+Download (dataset `homology`, declared here; fpt.data.download does the resuming, checking
+and marking): http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz,
+md5 1d687bdeb9e3866f77504d6079eed00a (the one TorchDrug and PEER check for this URL; TAPE
+itself publishes none), then every split's LMDB opens.
 """
 
 from __future__ import annotations
@@ -46,8 +52,10 @@ from typing import Any
 import torch
 
 from fpt import data as fdata
+from fpt.data import download as dl
 from fpt.tasks.base import HeadSpec, InputSpec
 from fpt.tasks.dataset import Split, TokenTask, check_readout, pad_ids
+from fpt.tasks.registry import register
 
 IUPAC_VOCAB = ["<pad>", "<mask>", "<cls>", "<sep>", "<unk>", *"ABCDEFGHIKLMNOPQRSTUVWXYZ"]
 PAD, CLS, SEP, UNK = 0, 2, 3, 4
@@ -106,8 +114,35 @@ def _cut(ids: torch.Tensor, max_length: int) -> torch.Tensor:
     return torch.cat([ids[: max_length - 1], ids[-1:]])  # keep <sep> last
 
 
+HOMOLOGY_URL = "http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz"
+HOMOLOGY_MD5 = "1d687bdeb9e3866f77504d6079eed00a"  # TorchDrug / PEER; TAPE publishes none
+
+
+def fetch_homology(data_dir: Path) -> Path:
+    folder = data_dir / HOMOLOGY_DATA.folder
+    paths = [folder / f"remote_homology_{s}.lmdb" for s in SPLIT_FILES.values()]
+    digests = {}
+    if not all(p.exists() for p in paths):
+        digests = dl.download_archive(
+            HOMOLOGY_URL, "remote_homology.tar.gz", HOMOLOGY_MD5, "homology", data_dir
+        )
+    for p in paths:
+        read_lmdb(p)  # raises on a bad file
+    return dl.write_marker("homology", data_dir, digests)
+
+
+HOMOLOGY_DATA = fdata.DatasetInfo(
+    "homology", "remote_homology", fetch_homology, "TAPE remote homology LMDBs, md5-checked"
+)
+
+
+@register
 class RemoteHomology(TokenTask):
     name = "homology"
+    label = "Homology"
+    paper_order = 6
+    reported_split = "val"  # the paper's number is on TAPE's valid split
+    datasets = (HOMOLOGY_DATA,)
     eval_splits = ("val", "test_fold", "test_superfamily", "test_family")
     defaults = {
         **TokenTask.defaults,
@@ -130,17 +165,12 @@ class RemoteHomology(TokenTask):
             HeadSpec(n_answer_tokens=1, outputs_per_token=1, n_classes=N_CLASSES),
         )
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, options, data_dir)
+    def setup(self) -> None:
+        super().setup()
         self.input, self.head = self.shapes(self.options)
         self.max_length = self.input.n_tokens
         data_dir = self.data_dir
-        folder = data_dir / fdata.DATASETS["homology"].folder
+        folder = data_dir / HOMOLOGY_DATA.folder
         self.n_dropped = 0
         for split, file_split in SPLIT_FILES.items():
             path = folder / f"remote_homology_{file_split}.lmdb"

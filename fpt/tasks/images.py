@@ -22,6 +22,14 @@ Data layouts (torchvision's, under the data dir; `fpt fetch-data mnist|cifar10`)
 - MNIST: `MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte` (or the same with `.gz`).
 - CIFAR-10: `cifar-10-batches-py/data_batch_{1..5}`, `test_batch` (pickles with b'data'
   (N x 3072 uint8, channel-major 32x32 planes) and b'labels').
+
+Downloads (declared here as datasets `mnist` and `cifar10`; fpt.data.download does the
+resuming, checking and marking):
+
+| dataset  | source | check |
+|---|---|---|
+| mnist    | torchvision's mirrors of the four idx .gz files | torchvision's md5 per file |
+| cifar10  | https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (~163 MiB) | md5 c58f30108f718f92721af3b95e74349a (published on that page), then each batch's md5 (torchvision) |
 """
 
 from __future__ import annotations
@@ -37,8 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from fpt import data as fdata
+from fpt.data import download as dl
 from fpt.tasks.base import Batch, HeadSpec, InputSpec
 from fpt.tasks.dataset import DatasetTask, Split, carve, check_size, hold_out
+from fpt.tasks.registry import register
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -96,6 +106,84 @@ def augment(
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+# ---------------------------------------------------------------- downloads
+
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+MNIST_FILES = {  # torchvision.datasets.MNIST.resources
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FILES = {  # torchvision.datasets.CIFAR10.train_list + test_list
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
+def fetch_mnist(data_dir: Path) -> Path:
+    raw = data_dir / MNIST_DATA.folder / "raw"
+    hint = fdata.fetch_hint("mnist", data_dir)
+    digests = {}
+    for name, md5 in MNIST_FILES.items():
+        gz = raw / name
+        errors = []
+        for mirror in MNIST_MIRRORS:
+            try:
+                _, digests[dl.relpath(gz, data_dir)] = dl.download_hashed(
+                    mirror + name, gz, md5, hint=hint
+                )
+                break
+            except Exception as exc:  # next mirror (a bad copy included)
+                errors.append(f"{mirror}: {exc}")
+        else:
+            raise RuntimeError(f"could not download {name}: " + "; ".join(errors))
+        plain = raw / name[: -len(".gz")]
+        if not plain.exists():  # torchvision keeps both the .gz and the unpacked file
+            dl.gunzip(gz, plain)
+    return dl.write_marker("mnist", data_dir, digests)
+
+
+def fetch_cifar10(data_dir: Path) -> Path:
+    folder = data_dir / CIFAR10_DATA.folder
+    digests = {}
+
+    def valid() -> bool:
+        return all(
+            (folder / n).is_file() and dl.md5sum(folder / n) == m for n, m in CIFAR10_FILES.items()
+        )
+
+    if not valid():
+        digests = dl.download_archive(
+            CIFAR10_URL, "cifar-10-python.tar.gz", CIFAR10_MD5, "cifar10", data_dir
+        )
+        if not valid():
+            raise ValueError(
+                f"{folder}: batch files do not match torchvision's md5s after extraction"
+            )
+    return dl.write_marker("cifar10", data_dir, digests)
+
+
+MNIST_DATA = fdata.DatasetInfo(
+    "mnist", "MNIST", fetch_mnist, "MNIST idx files from torchvision's mirrors, md5-checked"
+)
+CIFAR10_DATA = fdata.DatasetInfo(
+    "cifar10",
+    "cifar-10-batches-py",
+    fetch_cifar10,
+    "CIFAR-10 python pickles, md5-checked (tasks cifar10 and cifar10_lra)",
+)
+
+
 # ---------------------------------------------------------------- readers (torchvision layouts)
 
 _IDX_MAGIC = {3: 2051, 1: 2049}
@@ -126,7 +214,7 @@ def _find(folder: Path, name: str) -> Path | None:
 
 
 def load_mnist(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    raw = data_dir / fdata.DATASETS["mnist"].folder / "raw"
+    raw = data_dir / MNIST_DATA.folder / "raw"
     prefix = "train" if split == "train" else "t10k"
     arrays = []
     for kind, ndim in (("images-idx3", 3), ("labels-idx1", 1)):
@@ -149,7 +237,7 @@ def load_mnist(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10(
     data_dir: Path, split: str, task: str = "cifar10"
 ) -> tuple[np.ndarray, np.ndarray]:
-    folder = data_dir / fdata.DATASETS["cifar10"].folder
+    folder = data_dir / CIFAR10_DATA.folder
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     xs, ys = [], []
     for name in names:
@@ -186,13 +274,8 @@ class ImageTask(DatasetTask):
     image_size: int  # side of the (square) stored image, in pixels
     n_classes = 10
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, options, data_dir)
+    def setup(self) -> None:
+        super().setup()
         self.input, self.head = self.shapes(self.options)
 
     @classmethod
@@ -245,22 +328,21 @@ class ImageTask(DatasetTask):
         return Batch(patchify(self.pixels(s.x, generator), self.patch), s.y[:, None])
 
 
+@register
 class MNIST(ImageTask):
     """MNIST, 4x4 patches of the 28x28 image: 49 tokens x 16 (the reference code; the paper's
     text says 64 tokens of a 32x32 image). Pixels in [0, 1] (the reference normalises with
     mean 0, std 1), no augmentation."""
 
     name = "mnist"
+    label = "MNIST"
+    paper_order = 3
+    datasets = (MNIST_DATA,)
     patch = 4
     image_size = 28
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, options, data_dir)
+    def setup(self) -> None:
+        super().setup()
         d = self.data_dir
         self._setup(load_mnist(d, "train"), load_mnist(d, "test"))
 
@@ -271,6 +353,7 @@ class MNIST(ImageTask):
 PATCH_CHANNELS = ("rgb", "gray")
 
 
+@register
 class CIFAR10(ImageTask):
     """CIFAR-10, 4x4 patches: 64 tokens.
 
@@ -286,6 +369,9 @@ class CIFAR10(ImageTask):
     Evaluation images are only normalised."""
 
     name = "cifar10"
+    label = "CIFAR-10"
+    paper_order = 4
+    datasets = (CIFAR10_DATA,)
     patch = 4
     image_size = 32
     defaults = {**ImageTask.defaults, "patch_channels": "rgb"}
@@ -297,13 +383,8 @@ class CIFAR10(ImageTask):
             raise ValueError(f"{cls.name}: patch_channels={pc!r}; use one of {PATCH_CHANNELS}")
         return 1 if pc == "gray" else 3
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, options, data_dir)
+    def setup(self) -> None:
+        super().setup()
         self.gray = self.options["patch_channels"] == "gray"
         d = self.data_dir
         self._setup(load_cifar10(d, "train", self.name), load_cifar10(d, "test", self.name))
@@ -325,12 +406,16 @@ class CIFAR10(ImageTask):
         return (x - mean) / std
 
 
+@register
 class CIFAR10LRA(CIFAR10):
     """LRA's "Image" task: CIFAR-10 in grayscale, one pixel per token, 1024 tokens x 1.
     The reference's augmentation (crop/flip/rotate as for CIFAR-10, on the grayscale image)
     and normalisation 0.5 / 0.5."""
 
     name = "cifar10_lra"
+    label = "C10 LRA"
+    paper_order = 5
+    datasets = (CIFAR10_DATA,)
     patch = 1
     defaults = {**ImageTask.defaults, "patch_channels": "gray"}
 
@@ -362,6 +447,7 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
 
 
+@register
 class Digits(ImageTask):
     """Offline image task: scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
     classes; `load_digits` reads a file shipped inside scikit-learn, no download). 2x2 patches
@@ -370,17 +456,13 @@ class Digits(ImageTask):
     (`val_size: 0`: 1,497 for training and no val split)."""
 
     name = "digits"
+    label = "Digits (offline)"
     patch = 2
     image_size = 8
     defaults = {**ImageTask.defaults, "val_size": 300, "test_size": 300, "augment": False}
 
-    def __init__(
-        self,
-        device: torch.device,
-        options: dict[str, Any] | None = None,
-        data_dir: str | Path | None = None,
-    ):
-        super().__init__(device, options, data_dir)
+    def setup(self) -> None:
+        super().setup()
         images, target = _load_digits()
         x = (images.astype(np.float32) * (255.0 / 16.0)).round().astype(np.uint8)[:, None]
         y = target.astype(np.int64)

@@ -54,7 +54,7 @@ rule attention:
     params:
         run_dir=lambda w: f"{RESULTS}/runs/{w.run}",
         init_from=lambda w: init_from(w.run),
-        examples=config["analysis"].get("attention_examples", 256),
+        examples=config["analysis"]["attention_examples"],
         weights_dir=WEIGHTS,
         data_dir=DATA,
     shell:

@@ -2,8 +2,9 @@
 # each experiment needs, where files live, the downloads a config needs. Code that is not
 # about paths lives in fpt/workflow_support.py.
 from fpt import protocol as fpt_protocol
-from fpt.data import DATASETS, required_files
-from fpt.models.backbones import FAMILIES, family, size_info
+from fpt.data import dataset_of_folder
+from fpt.tasks import DATASETS, required_files
+from fpt.models.families import FAMILIES, family, size_info
 
 
 def run_metrics(path):
@@ -38,8 +39,8 @@ def weights_input(wildcards):
 
 
 def run_data(run):
-    """A run's dataset marker (or its generated ListOps files); the bit tasks and digits
-    need nothing."""
+    """A run's dataset markers (or its generated ListOps files), as its task declares them
+    (Task.required_files); the bit tasks and digits need nothing."""
     spec = GRID.runs[run]
     return required_files(spec.task, spec.options, DATA)
 
@@ -59,7 +60,13 @@ def config_data():
 
 
 def dataset_marker(name):
+    """Where rule fetch_data puts dataset `name` (declared by its task's module)."""
     return str(DATASETS[name].marker(DATA))
+
+
+def fetch_dataset(wildcards):
+    """The dataset a fetch_data job fetches (the one stored in its output's folder)."""
+    return dataset_of_folder(wildcards.dataset_folder)
 
 
 def fetch_args(local_name):

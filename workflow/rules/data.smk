@@ -1,18 +1,16 @@
 # Downloads, run on the submit host (compute nodes often have no internet), each writing its
 # `.complete` marker last; generated ListOps files; and the wildcard-free targets a user asks
-# for by name: `fetch` (all the config needs), `fetch_weights`, and one rule per dataset
-# (fetch_mnist, ...: each downloads that dataset). The per-task map of required files is
-# fpt.data.required_files.
+# for by name: `fetch` (all the config needs), `fetch_weights`, and fetch_<dataset> for every
+# dataset the tasks declare (fetch_mnist, ...). One rule, fetch_data, downloads any dataset:
+# the datasets and the files each run needs come from the task modules (fpt.data.DATASETS,
+# fpt.tasks.required_files), a config's own `task_modules` included.
 
 
 localrules:
     fetch,
     fetch_weights,
     download_weights,
-    fetch_mnist,
-    fetch_cifar10,
-    fetch_listops,
-    fetch_homology,
+    fetch_data,
     make_listops,
 
 
@@ -46,60 +44,31 @@ rule download_weights:
         "python -m fpt fetch-weights {params.args} --weights-dir {params.weights_dir} > {log} 2>&1"
 
 
-rule fetch_mnist:
-    """MNIST idx files from torchvision's mirrors, md5-checked (DATA/MNIST/raw)."""
+rule fetch_data:
+    """One dataset, downloaded and checked by the fetch function its task module declares
+    (`fpt fetch-data`); the output's folder names the dataset (fpt.data.DATASETS)."""
     output:
-        dataset_marker("mnist"),
+        f"{DATA}/{{dataset_folder}}/.complete",
     log:
-        f"{RESULTS}/logs/fetch_data/mnist.log",
+        f"{RESULTS}/logs/fetch_data/{{dataset_folder}}.log",
     conda:
         "../envs/fpt.yaml"
     params:
+        dataset=fetch_dataset,
         data_dir=lambda w: DATA,
     shell:
-        "python -m fpt fetch-data mnist --data-dir {params.data_dir} > {log} 2>&1"
+        "python -m fpt fetch-data {params.dataset} --data-dir {params.data_dir} > {log} 2>&1"
 
 
-rule fetch_cifar10:
-    """CIFAR-10 python pickles, md5-checked (DATA/cifar-10-batches-py); also cifar10_lra."""
-    output:
-        dataset_marker("cifar10"),
-    log:
-        f"{RESULTS}/logs/fetch_data/cifar10.log",
-    conda:
-        "../envs/fpt.yaml"
-    params:
-        data_dir=lambda w: DATA,
-    shell:
-        "python -m fpt fetch-data cifar10 --data-dir {params.data_dir} > {log} 2>&1"
+# fetch_mnist, fetch_cifar10, ...: one dataset by name (`snakemake fetch_mnist`).
+for _dataset in DATASETS:
 
-
-rule fetch_listops:
-    """LRA's ListOps TSVs from lra_release.gz (7.7 GB download; only listops-1000 is kept)."""
-    output:
-        dataset_marker("listops"),
-    log:
-        f"{RESULTS}/logs/fetch_data/listops.log",
-    conda:
-        "../envs/fpt.yaml"
-    params:
-        data_dir=lambda w: DATA,
-    shell:
-        "python -m fpt fetch-data listops --data-dir {params.data_dir} > {log} 2>&1"
-
-
-rule fetch_homology:
-    """TAPE remote homology LMDBs, md5-checked (DATA/remote_homology)."""
-    output:
-        dataset_marker("homology"),
-    log:
-        f"{RESULTS}/logs/fetch_data/homology.log",
-    conda:
-        "../envs/fpt.yaml"
-    params:
-        data_dir=lambda w: DATA,
-    shell:
-        "python -m fpt fetch-data homology --data-dir {params.data_dir} > {log} 2>&1"
+    rule:
+        name:
+            f"fetch_{_dataset}"
+        input:
+            dataset_marker(_dataset),
+        localrule: True
 
 
 rule make_listops:

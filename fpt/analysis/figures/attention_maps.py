@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.patches import Rectangle
 
 from fpt.analysis.figures import style
-from fpt.analysis.paper import TASK_LABELS
 from fpt.analysis.targets import BuildContext
+from fpt.tasks import task_label
 
 # panel (title); y: query_position (an answer token); x: key_position; colour: weight
 COLUMNS = [
@@ -49,7 +49,7 @@ def build(ctx: BuildContext) -> None:
             for j in ops:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=0.8))
         title = (
-            f"{TASK_LABELS.get(spec['task'], spec['task'])}: {spec['backbone']} {spec['size']}, "
+            f"{task_label(spec['task'])}: {spec['backbone']} {spec['size']}, "
             f"{spec['init']} (test acc {float(m['accuracy']) * 100:.0f}%)"
         )
         ax.set_title(title, fontsize=7)

@@ -11,9 +11,9 @@ import seaborn as sns
 
 from fpt.analysis.compare import select
 from fpt.analysis.figures import style
-from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
 from fpt.analysis.stats import reported, tag, variants
 from fpt.analysis.targets import BuildContext
+from fpt.tasks import task_label, task_order
 
 # panel (title), task; hue: model; x: step; y: accuracy_pct on `split`; pooled over run/seed
 COLUMNS = ["panel", "task", "model", "variant", "run", "seed", "split", "step", "accuracy_pct"]
@@ -28,11 +28,9 @@ def build(ctx: BuildContext) -> None:
     model = d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"]
     d["model"] = tag(model, d["variant"])
     d["accuracy (%)"] = d["accuracy"] * 100
-    order = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
-        set(d["task"]) - set(PAPER_TASKS)
-    )
+    order = task_order(d["task"])
     data = d.assign(
-        panel=d["task"].map(lambda t: TASK_LABELS.get(t, t)),
+        panel=d["task"].map(task_label),
         accuracy_pct=d["accuracy (%)"],
         _panel=d["task"].map(order.index),
     ).sort_values(["_panel", "model", "run", "step"])
@@ -51,7 +49,7 @@ def build(ctx: BuildContext) -> None:
         sub = d[d["task"] == order[i]]
         sns.lineplot(data=sub, x="step", y="accuracy (%)", hue="model", palette=pal,
                      errorbar=("ci", 95), ax=ax, legend=i == 0)  # fmt: skip
-        ax.set_title(TASK_LABELS.get(order[i], order[i]))
+        ax.set_title(task_label(order[i]))
         ax.set_xlabel("training step (gradient updates)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 101)

@@ -14,11 +14,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from fpt.analysis import paper
 from fpt.analysis.figures import style
 from fpt.analysis.stats import final_rows
 from fpt.analysis.targets import BuildContext
 from fpt.protocol import read_selected
+from fpt.tasks import paper_tasks, task_label
 
 PAPER_EXPERIMENT = "protocol_paper"
 FROZEN = {"fpt": "frozen", "full": "unfrozen"}
@@ -49,7 +49,7 @@ def build(ctx: BuildContext) -> None:
     fixed = final_rows(m[m["experiment"] == PAPER_EXPERIMENT]) if len(m) else m.iloc[0:0]
     sweep = sweep.assign(model=_label(sweep), acc=sweep["test_accuracy"] * 100)
     fixed = fixed.assign(model=_label(fixed), acc=fixed["accuracy"] * 100) if len(fixed) else fixed
-    tasks = [t for t in paper.PAPER_TASKS if t in set(sweep["task"])]
+    tasks = [t for t in paper_tasks() if t in set(sweep["task"])]
     tasks += sorted(set(sweep["task"]) - set(tasks))
     models = [x for x in ORDER if x in set(sweep["model"])]
     models += sorted(set(sweep["model"]) - set(models))
@@ -71,7 +71,7 @@ def build(ctx: BuildContext) -> None:
         if len(fx):
             ax.scatter(fx["lr"], fx["acc"], marker="D", s=30, zorder=4, facecolors="none",
                        edgecolors=[colors.get(x, "gray") for x in fx["model"]], linewidths=1.2)  # fmt: skip
-        panel = paper.TASK_LABELS.get(task, task)
+        panel = task_label(task)
         rows.append(
             sub.assign(panel=panel, protocol="swept", chosen=sub["chosen"].astype(bool))
             .assign(_hue=lambda x: x["model"].map(models.index))
@@ -80,7 +80,7 @@ def build(ctx: BuildContext) -> None:
         if len(fx):
             rows.append(fx.assign(panel=panel, protocol="paper", chosen=None).sort_values("run"))
         ax.set_xscale("log")
-        ax.set_title(paper.TASK_LABELS.get(task, task))
+        ax.set_title(task_label(task))
         ax.set_xlabel("learning rate")
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 101)

@@ -15,6 +15,7 @@ from fpt.analysis.compare import select
 from fpt.analysis.figures import style
 from fpt.analysis.stats import final_rows, tag, variants
 from fpt.analysis.targets import BuildContext
+from fpt.tasks import task_label
 
 # GPT-2 backbone parameter counts (the paper's x axis for its size table).
 GPT2_PARAMS = {"small": 124.4e6, "medium": 354.8e6, "large": 774.0e6}
@@ -35,7 +36,7 @@ def build(ctx: BuildContext) -> None:
         **{"test accuracy (%)": d["accuracy"] * 100, "total parameters": d["total_params"]},
         series=tag(d["backbone"] + ", " + d["init"], d["variant"]),
         task_id=d["task"],
-        task=d["task"].map(lambda t: paper.TASK_LABELS.get(t, t)),
+        task=d["task"].map(task_label),
     )
     tasks = sorted(d["task"].unique())
     rows = [
@@ -55,7 +56,7 @@ def build(ctx: BuildContext) -> None:
         sns.lineplot(data=sub, x="total parameters", y="test accuracy (%)", hue="series",
                      palette="colorblind", marker="o", errorbar=("ci", 95), err_style="bars",
                      ax=ax, legend=ax is axes[0][-1])  # fmt: skip
-        if task == paper.TASK_LABELS["cifar10"]:
+        if task == task_label("cifar10"):
             for init, by_size in paper.SIZES.items():
                 xs = [GPT2_PARAMS[s] for s in by_size]
                 ax.plot(xs, list(by_size.values()), ls="--", marker="x", color=style.INIT_COLORS[init],

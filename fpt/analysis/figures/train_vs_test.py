@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from fpt.analysis.figures import style
-from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
 from fpt.analysis.stats import final_rows, tag, variants
 from fpt.analysis.targets import BuildContext
+from fpt.tasks import task_label, task_order
 
 # panel (title), task; hue: model; x: train_accuracy_pct; y: test_accuracy_pct
 COLUMNS = [
@@ -33,11 +33,9 @@ def build(ctx: BuildContext) -> None:
             d["backbone"] + " " + d["size"] + ", " + d["init"] + ", " + d["trainable"], d["variant"]
         ),
     )
-    tasks = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
-        set(d["task"]) - set(PAPER_TASKS)
-    )
+    tasks = task_order(d["task"])
     data = d.assign(
-        panel=d["task"].map(lambda t: TASK_LABELS.get(t, t)),
+        panel=d["task"].map(task_label),
         train_accuracy_pct=d["train accuracy (%)"],
         test_accuracy_pct=d["test accuracy (%)"],
         _panel=d["task"].map(tasks.index),
@@ -58,7 +56,7 @@ def build(ctx: BuildContext) -> None:
             s=25,
             legend=ax is axes[0][-1],
         )
-        ax.set_title(TASK_LABELS.get(task, task))
+        ax.set_title(task_label(task))
         ax.set_xlim(0, 101)
         ax.set_ylim(0, 101)
         ax.set_aspect("equal")

@@ -13,16 +13,10 @@ import seaborn as sns
 from fpt.analysis.compare import select
 from fpt.analysis.figures import style
 from fpt.analysis.paper import LADDER as LADDER_PAPER
-from fpt.analysis.paper import PAPER_TASKS, TASK_LABELS
 from fpt.analysis.stats import final_rows, tag, variants
 from fpt.analysis.targets import BuildContext
-
-LADDER = {
-    "output_only": "output",
-    "output_ln": "+ LN",
-    "output_ln_in": "+ input",
-    "fpt": "+ pos (FPT)",
-}
+from fpt.models.freezing import LADDER
+from fpt.tasks import task_label, task_order
 
 # panel (title), task; x: trained; hue: init; y: test_accuracy_pct
 COLUMNS = [
@@ -64,9 +58,7 @@ def build(ctx: BuildContext) -> None:
         **{"test accuracy (%)": d["accuracy"] * 100},
         init=tag(d["init"] + " (" + d["backbone"] + " " + d["size"] + ")", d["variant"]),
     )
-    order = [t for t in PAPER_TASKS if t in set(d["task"])] + sorted(
-        set(d["task"]) - set(PAPER_TASKS)
-    )
+    order = task_order(d["task"])
     style.setup()
     fig, axes = plt.subplots(
         1, len(order), figsize=(style.COLUMN_WIDTH_IN * max(len(order), 1), 2.4), squeeze=False
@@ -80,7 +72,7 @@ def build(ctx: BuildContext) -> None:
                     hue_order=hue_order, palette="colorblind", errorbar=("ci", 95), ax=ax,
                     legend=ax is axes[0][-1])  # fmt: skip
         ticks = _paper_markers(ax, task, x_order, hue_order)
-        panel = TASK_LABELS.get(task, task)
+        panel = task_label(task)
         rows.append(
             sub.assign(
                 panel=panel,
@@ -92,7 +84,7 @@ def build(ctx: BuildContext) -> None:
         )
         if ticks:
             rows.append(pd.DataFrame(ticks).assign(panel=panel, task=task, source="paper"))
-        ax.set_title(TASK_LABELS.get(task, task))
+        ax.set_title(task_label(task))
         ax.set_xlabel("parameters trained (cumulative)")
         ax.set_ylim(0, 101)
         ax.tick_params(axis="x", labelrotation=20)

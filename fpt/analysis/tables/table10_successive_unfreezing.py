@@ -5,13 +5,8 @@ from __future__ import annotations
 from fpt.analysis import paper
 from fpt.analysis.compare import Row, write_compare
 from fpt.analysis.targets import BuildContext
+from fpt.models.freezing import LADDER
 
-LADDER = {
-    "output_only": "output only",
-    "output_ln": "+ layer norms",
-    "output_ln_in": "+ input",
-    "fpt": "+ positions (FPT)",
-}
 ROWS = [
     Row(f"{init}: {name}", {"init": init, "trainable": p}, paper.LADDER.get((init, p), {}))
     for init in ("pretrained", "random")

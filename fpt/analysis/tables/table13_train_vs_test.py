@@ -9,6 +9,7 @@ from fpt.analysis.compare import select
 from fpt.analysis.render import Table
 from fpt.analysis.stats import cell, cell_of, final_rows, variants
 from fpt.analysis.targets import BuildContext
+from fpt.tasks import paper_tasks, task_label, task_order
 
 ROLES = {
     "FPT": ({"init": "pretrained", "trainable": "fpt"}, {"backbone": "lstm"}),
@@ -22,7 +23,7 @@ def build(ctx: BuildContext) -> None:
     # the train accuracy of the same evaluation as the reported test row
     train = ctx.metrics[ctx.metrics["split"] == "train"][["run", "step", "accuracy"]]
     finals = test.merge(train.rename(columns={"accuracy": "train"}), on=["run", "step"], how="left")
-    tasks = list(paper.PAPER_TASKS) + sorted(set(finals["task"]) - set(paper.PAPER_TASKS))
+    tasks = task_order([*paper_tasks(), *finals["task"]])  # every paper task, then the rest
     header = [
         "Model",
         "Task",
@@ -43,7 +44,7 @@ def build(ctx: BuildContext) -> None:
             groups = list(sub.groupby(keys, sort=True)) if len(sub) else []
             if not groups:
                 if ref:  # a paper number with no run of ours: show the gap plainly
-                    rows.append([role, paper.TASK_LABELS[task]] + [ctx.missing] * 3 + ref_cells)
+                    rows.append([role, task_label(task)] + [ctx.missing] * 3 + ref_cells)
                 continue
             for (backbone, size, variant), g in groups:
                 tr = cell(g["train"].dropna().tolist())
@@ -51,7 +52,7 @@ def build(ctx: BuildContext) -> None:
                 gap = cell((g["train"] - g["accuracy"]).dropna().tolist())
                 label = f"{role} ({backbone} {size})" + (f" [{variant}]" if variant else "")
                 rows.append(
-                    [label, paper.TASK_LABELS.get(task, task)]
+                    [label, task_label(task)]
                     + [c.fmt() if c.n else ctx.missing for c in (tr, te, gap)]
                     + ref_cells
                 )

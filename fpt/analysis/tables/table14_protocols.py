@@ -17,6 +17,7 @@ from fpt.analysis.render import Table
 from fpt.analysis.stats import Cell, cell, cell_of, final_rows, variants
 from fpt.analysis.targets import BuildContext
 from fpt.protocol import SELECTION_COLUMNS, read_selected
+from fpt.tasks import task_label
 
 PAPER_EXPERIMENT, SWEPT_EXPERIMENT = "protocol_paper", "protocol_swept"
 TASKS = ["listops", "mnist", "cifar10", "cifar10_lra"]
@@ -44,8 +45,8 @@ LU = {
     "unfrozen pretrained": {t: paper.UNFREEZE["fpt_ff_attn"][t] for t in TASKS},
 }
 # Rothermel et al., "Don't Sweep your Learning Rate under the Rug" (arXiv 2107.12460), GPT-2
-# base, lr swept 1e-6..1e-2, 3 seeds, val split, early stopping (../shared/PAPER.md, "Known
-# criticism"). Its unfrozen pretrained row is not confirmed against the PDF: marked (?).
+# base, lr swept 1e-6..1e-2, 3 seeds, val split, early stopping (the known criticism of the
+# paper's fixed-lr protocol). Its unfrozen pretrained row is not confirmed against the PDF: marked (?).
 ROTHERMEL = {
     "frozen random": _tasks(38.9, 98.0, 61.8, 44.2),
     "frozen pretrained": _tasks(46.1, 98.5, 66.3, 54.7),
@@ -139,7 +140,7 @@ def build(ctx: BuildContext) -> None:
                 lrs = sb["lr"].astype(float).tolist()
                 rows.append(
                     [
-                        paper.TASK_LABELS.get(task, task),
+                        task_label(task),
                         label,
                         (f"{backbone} {size}" if backbone else "—")
                         + (f" [{variant}]" if variant else ""),

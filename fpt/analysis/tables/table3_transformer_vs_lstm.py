@@ -45,7 +45,7 @@ def build(ctx: BuildContext) -> None:
         ctx,
         ROWS,
         title="Transformer vs LSTM",
-        note=" PAPER.md quotes the paper's LSTM numbers only for the fully trained 3-layer LSTM "
-        "(Table 1); the variants' cells show ours alone. LSTM lr 3e-4 as in the paper. "
+        note=" The paper gives LSTM numbers only for the fully trained 3-layer LSTM "
+        "(its Table 1); the variants' cells show ours alone. LSTM lr 3e-4 as in the paper. "
         + paper.SOURCES_NOTE,
     )

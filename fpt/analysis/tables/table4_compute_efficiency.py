@@ -11,9 +11,8 @@ from fpt.analysis.compare import select
 from fpt.analysis.render import Table
 from fpt.analysis.stats import cell, cell_of, final_rows, reported, steps_to_converge, variants
 from fpt.analysis.targets import BuildContext
+from fpt.tasks import paper_tasks, task_label, task_order
 
-DEFAULT_TOLERANCE = 0.01
-DEFAULT_NOISE_Z = 2.0
 ROLES = {"FPT": "pretrained", "random": "random"}
 
 
@@ -32,8 +31,8 @@ def _steps(v: float) -> str:
 
 
 def build(ctx: BuildContext) -> None:
-    tol = float(ctx.settings.get("convergence_tolerance", DEFAULT_TOLERANCE))
-    z = float(ctx.settings.get("convergence_noise_z", DEFAULT_NOISE_Z))
+    tol = float(ctx.settings["convergence_tolerance"])
+    z = float(ctx.settings["convergence_noise_z"])
     df = select(ctx.metrics, {"trainable": "fpt"}, {"backbone": "lstm"})
     df = df[~df["init"].isin(["stats", "bit_memory"])]
     curves = reported(df[df["diverged"] == False])  # noqa: E712 (a boolean column)
@@ -49,7 +48,7 @@ def build(ctx: BuildContext) -> None:
         t: set(zip(g["backbone"], g["size"], g["variant"], strict=True))
         for t, g in finals.groupby("task")
     }
-    tasks = list(paper.PAPER_TASKS) + sorted(set(finals["task"]) - set(paper.PAPER_TASKS))
+    tasks = task_order([*paper_tasks(), *finals["task"]])  # every paper task, then the rest
     header = [
         "Task", "Backbone", "FPT steps", "random steps", "speedup", "FPT acc", "random acc",
         "paper FPT steps", "paper random steps", "paper speedup",
@@ -60,7 +59,7 @@ def build(ctx: BuildContext) -> None:
         ref_cells = [_steps(ref[0]), _steps(ref[1]), f"{ref[2]:g}x"] if ref else ["—"] * 3
         task_models = [m for m in models if m in by_task.get(task, set())]
         if not task_models:
-            rows.append([paper.TASK_LABELS.get(task, task), "—"] + [ctx.missing] * 5 + ref_cells)
+            rows.append([task_label(task), "—"] + [ctx.missing] * 5 + ref_cells)
             continue
         for backbone, size, variant in task_models:
             sel = finals[
@@ -78,7 +77,7 @@ def build(ctx: BuildContext) -> None:
             speed = cells["random"].mean / max(cells["FPT"].mean, 1) if both else None
             model = f"{backbone} {size}" + (f" [{variant}]" if variant else "")
             rows.append(
-                [paper.TASK_LABELS.get(task, task), model]
+                [task_label(task), model]
                 + [cells[r].fmt(scale=1, digits=0) if cells[r].n else ctx.missing for r in ROLES]
                 + [f"{speed:.1f}x" if speed is not None else "—"]
                 + [accs[r].fmt() if accs[r].n else ctx.missing for r in ROLES]

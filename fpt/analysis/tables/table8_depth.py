@@ -7,6 +7,7 @@ from fpt.analysis import paper
 from fpt.analysis.compare import Row, write_compare
 from fpt.analysis.stats import final_rows
 from fpt.analysis.targets import BuildContext
+from fpt.tasks import task_label
 
 PRESETS = {"output_ln": "output + layer norms", "output_only": "output only"}
 PAPER_DEPTHS = [1, 2, 3, 6, 12]
@@ -23,7 +24,7 @@ def build(ctx: BuildContext) -> None:
     depths = [*depths, "all"]
     rows = [
         Row(
-            f"{paper.TASK_LABELS.get(task, task)}, {name}, {init}",
+            f"{task_label(task)}, {name}, {init}",
             {"task": task, "trainable": preset, "init": init},
             paper.DEPTH.get((preset, init), {}) if task == "listops" else {},
         )

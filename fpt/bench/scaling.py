@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from fpt.bench import _ours, matmul_peak, step_flops
+from fpt.bench.step import step_flops, time_our_step
+from fpt.bench.timing import matmul_peak
 from fpt.spec import RunSpec
 
 SEQ_LENS = (10, 32, 64, 128, 256, 512, 1024)
@@ -40,17 +41,18 @@ def _spec(size: str, tokens: int, batch: int) -> RunSpec:
 def _point(size: str, tokens: int, batch: int, iters: int, peak: float) -> dict[str, Any]:
     spec = _spec(size, tokens, batch)
     t0 = time.perf_counter()
-    r = _ours(spec, torch.device("cpu"), 1, iters, None, 0)
-    flops = step_flops(r["model"], r["task"], batch)
+    loop, t = time_our_step(spec, torch.device("cpu"), 1, iters)
+    flops = step_flops(loop.model, loop.task, batch)
+    tokens = loop.task.input.n_tokens
     return {
         "size": size,
-        "tokens": r["task"].input.n_tokens,
+        "tokens": tokens,
         "batch_size": batch,
-        "params": sum(p.numel() for p in r["model"].parameters()),
-        "step_s": r["step_s"],
-        "tokens_per_s": batch * r["task"].input.n_tokens / r["step_s"],
+        "params": sum(p.numel() for p in loop.model.parameters()),
+        "step_s": t["step_s"],
+        "tokens_per_s": batch * tokens / t["step_s"],
         "flop_per_step": flops,
-        "fraction_of_peak": flops / r["step_s"] / peak,
+        "fraction_of_peak": flops / t["step_s"] / peak,
         "wall_s": time.perf_counter() - t0,
     }
 

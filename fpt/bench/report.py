@@ -1,4 +1,4 @@
-"""`python -m fpt.bench_report benchmarks/`: the JSON written by benchmarks/run_all.sh as the
+"""`python -m fpt.bench.report benchmarks/`: the JSON written by benchmarks/run_all.sh as the
 Markdown tables BENCHMARKS.md quotes (benchmarks/summary.md), with each target's status."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from fpt.metrics import SCHEMA_VERSION, to_table, upgrade, write_atomic
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # fpt/bench/pipeline.py -> the repository
 
 
 def synthetic_rows(i: int, evals: int = 11) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""Command-line glue of the benchmarks: `fpt bench` options and the `bench-*` commands
-(BENCHMARKS.md says which figure each one makes)."""
+"""Command-line glue of the benchmarks: `fpt bench` and the `bench-*` commands
+(BENCHMARKS.md says which figure each one makes). fpt.cli registers them with
+`add_subcommands`; the measuring modules are imported only when a command runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from fpt.cli_args import add_model_args, option_arg, spec_from_args
 
 
 def _threads(n: int | None) -> None:
@@ -48,9 +51,10 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="also write the JSON here")
 
 
-def run_bench(args: argparse.Namespace, spec) -> int:
-    from fpt.bench import bench
+def run_bench(args: argparse.Namespace) -> int:
+    from fpt.bench.step import bench
 
+    spec = spec_from_args(args)
     _threads(args.threads)
     out = bench(
         spec,
@@ -70,36 +74,35 @@ def run_bench(args: argparse.Namespace, spec) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from fpt.bench_pipeline import bench_collect
+    from fpt.bench.pipeline import bench_collect
 
     _emit(bench_collect(args.files, args.workdir), args.json)
     return 0
 
 
 def _cmd_dryrun(args: argparse.Namespace) -> int:
-    from fpt.bench_pipeline import bench_dryrun
+    from fpt.bench.pipeline import bench_dryrun
 
     _emit(bench_dryrun(args.configfile, args.repeats), args.json)
     return 0
 
 
 def _cmd_scaling(args: argparse.Namespace) -> int:
-    from fpt.bench_scaling import SEQ_LENS, SIZES, bench_scaling
+    from fpt.bench.scaling import SEQ_LENS, SIZES, bench_scaling
 
     _threads(args.threads)
-    r = bench_scaling(
+    bench_scaling(
         args.out,
         tuple(args.seq_lens or SEQ_LENS),
         tuple(args.sizes or SIZES),
         point_budget_s=args.point_budget_s,
     )
     print((args.out / "scaling.md").read_text(), end="")
-    del r
     return 0
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from fpt.bench_cache import bench_cache
+    from fpt.bench.cache import bench_cache
     from fpt.spec import RunSpec
 
     _threads(args.threads)
@@ -119,7 +122,14 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(sub) -> None:
-    from fpt.cli import _option
+    """`fpt bench`, bench-collect, bench-dryrun, bench-scaling, bench-cache."""
+    p = sub.add_parser(
+        "bench",
+        help="time warm training steps and eval; FLOP/s vs measured matmul peak and vs a reference-style loop (JSON)",
+    )
+    add_model_args(p)
+    add_bench_args(p)
+    p.set_defaults(func=run_bench)
 
     p = sub.add_parser("bench-collect", help="time collecting N synthetic run files (JSON)")
     p.add_argument("--files", type=int, default=5000)
@@ -151,7 +161,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--size", default="small")
     p.add_argument("--init", default="random")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--option", action="append", default=[], type=_option, metavar="KEY=VALUE")
+    p.add_argument("--option", action="append", default=[], type=option_arg, metavar="KEY=VALUE")
     p.add_argument("--cache-examples", type=int, default=128)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int)

@@ -1,11 +1,12 @@
 """`fpt bench-cache`: output-only training per epoch, uncached vs on cached features
 (fpt.features). Prints JSON.
 
-Per-step times are measured warm on the real training step (fpt.train.train_step) in both
-ways; an epoch is ceil(n_train / batch_size) steps of the task's full training split. The
-one-time cache build (one eval-mode forward pass per example) is measured on the first
-`cache_examples` examples of every split and scaled to the full dataset, so a GPT-2 pass
-over a whole dataset need not run on a CPU to report it.
+Per-step times are measured warm on the real training step (fpt.train.train_step, with the
+model's optimizer, the run's precision and the loop's accumulator) in both ways; an epoch is
+ceil(n_train / batch_size) steps of the task's full training split. The one-time cache build
+(one eval-mode forward pass per example) is measured on the first `cache_examples` examples
+of every split and scaled to the full dataset, so a GPT-2 pass over a whole dataset need not
+run on a CPU to report it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 
 import torch
 
-from fpt.bench import _autocast_for, _new_acc, _timed, machine, run_summary
-from fpt.features import CachedFeatures, _Head, why_not
-from fpt.models import build_for_spec
+from fpt import precision
+from fpt.bench.step import run_summary
+from fpt.bench.timing import machine, timed
+from fpt.features import CachedFeatures, Head, why_not
 from fpt.spec import RunSpec
-from fpt.tasks import make_task
-from fpt.train import resolve_device, train_step
+from fpt.train import Accumulator, build_run, resolve_device, train_step
 
 
 def bench_cache(
@@ -35,20 +36,18 @@ def bench_cache(
 ) -> dict[str, Any]:
     dev = resolve_device(device)
     load = list(os.getloadavg())
-    torch.manual_seed(spec.seed)
-    task = make_task(spec.task, dev, spec.options)
-    model = build_for_spec(spec, task).to(dev)
+    _, task, model = build_run(spec, dev)
     reason = why_not(task, model)
     if reason is not None:
         raise ValueError(f"bench-cache: {spec.task}/{spec.trainable} cannot be cached: {reason}")
     full_sizes = {k: len(v) for k, v in task.splits.items()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    autocast = _autocast_for(spec, dev)
+    autocast = precision.configure(spec.precision, dev)
     gen = torch.Generator(device=dev).manual_seed(spec.seed)
 
     def timed_steps(step_model, t, n_warm, n_iter) -> float:
-        opt = torch.optim.Adam(params, lr=spec.lr)
-        acc = _new_acc(dev)
+        opt = model.configure_optimizers(spec.lr, dev)
+        params = [p for group in opt.param_groups for p in group["params"]]
+        acc = Accumulator(dev)
 
         def step():
             batch = t.train_batch(spec.batch_size, gen)
@@ -56,7 +55,7 @@ def bench_cache(
 
         for _ in range(n_warm):
             step()
-        return _timed(step, n_iter, dev)
+        return timed(step, n_iter, dev)
 
     model.train()
     uncached_s = timed_steps(model, task, warmup, iters)  # today's output-only step
@@ -71,7 +70,7 @@ def bench_cache(
     cached = CachedFeatures(task, model, spec.eval_batch_size, autocast)
     build_sub_s = time.perf_counter() - t0
     build_s = build_sub_s * sum(full_sizes.values()) / sub
-    cached_s = timed_steps(_Head(model), cached, 20, cache_iters)
+    cached_s = timed_steps(Head(model), cached, 20, cache_iters)
 
     steps = math.ceil(full_sizes["train"] / spec.batch_size)
     epoch_u, epoch_c = steps * uncached_s, steps * cached_s
