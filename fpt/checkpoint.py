@@ -19,45 +19,51 @@ from typing import Any
 
 import torch
 
+from fpt import files
+
 log = logging.getLogger("fpt.checkpoint")
 
-CURRENT, PREVIOUS = "ckpt.pt", "ckpt.prev.pt"
+# NEW: a checkpoint being written, renamed to CURRENT once whole.
+CURRENT, PREVIOUS, NEW = "ckpt.pt", "ckpt.prev.pt", "ckpt.new.pt"
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".pt.sha256")
 
 
 def save(ckpt_dir: Path, state: dict[str, Any]) -> Path:
-    """Write `state`; the previous checkpoint becomes ckpt.prev.pt."""
+    """Write `state`; the previous checkpoint becomes ckpt.prev.pt. The new file and its
+    checksum are written whole under a new name first (fpt.files: a full disk raises
+    DiskFull there, leaving both existing checkpoints as they were and no partial file),
+    and only then rotated in by renames, which need no space."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    cur = ckpt_dir / CURRENT
+    cur, new = ckpt_dir / CURRENT, ckpt_dir / NEW
+    try:
+        files.write_bytes(new, data)
+        files.write_bytes(_sidecar(new), _sha256(data).encode())
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
     if cur.exists():
         os.replace(cur, ckpt_dir / PREVIOUS)
-        sidecar = cur.with_suffix(".pt.sha256")
-        if sidecar.exists():
-            os.replace(sidecar, (ckpt_dir / PREVIOUS).with_suffix(".pt.sha256"))
-    # Sidecar first: a crash between the two writes leaves a checkpoint that fails its
-    # check (and falls back to the previous one) rather than an unchecked one.
-    _write(cur.with_suffix(".pt.sha256"), _sha256(data).encode())
-    _write(cur, data)
+        if _sidecar(cur).exists():
+            os.replace(_sidecar(cur), _sidecar(ckpt_dir / PREVIOUS))
+    # Sidecar first: a crash between the two renames leaves no ckpt.pt (the previous one is
+    # loaded) rather than a checkpoint checked against another file's checksum.
+    os.replace(_sidecar(new), _sidecar(cur))
+    os.replace(new, cur)
     return cur
 
 
 def _load_one(path: Path) -> dict[str, Any] | None:
-    sidecar = path.with_suffix(".pt.sha256")
+    sidecar = _sidecar(path)
     if not path.exists():
         return None
     data = path.read_bytes()

@@ -4,7 +4,6 @@ Written atomically so a crash never leaves a half file that looks finished."""
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 from functools import cache
@@ -14,6 +13,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fpt import files
 
 # Bump when columns change meaning; readers upgrade files from the versions in UPGRADABLE
 # (see upgrade) and refuse others, naming the fix.
@@ -129,13 +130,7 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def write_atomic(table: pa.Table, path: str | Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    files.write_with(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def upgrade(table: pa.Table, source: str | Path = "metrics") -> pa.Table:

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fpt import files
+
 _LOG_LOCK = threading.RLock()
 
 # Columns of Snakemake's benchmark files (snakemake.benchmark), in its order.
@@ -128,7 +130,7 @@ def build_target(
 def write_text(text: str, out: str | Path, log: str | Path) -> None:
     """The config snapshot (rule config_snapshot)."""
     with job_log(log, f"write {out}") as logger:
-        Path(out).write_text(text)
+        files.write_text(out, text)
         _log_outputs(logger, [out])
 
 
@@ -156,8 +158,7 @@ def resource_table(
         cols = [*(runs[0] if runs else {"run": None}), *BENCHMARK_COLUMNS]
         df = pd.DataFrame(rows)
         df = df.reindex(columns=[*cols, *(c for c in df.columns if c not in cols)])
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, sep="\t", index=False)
+        files.write_with(out, lambda tmp: df.to_csv(tmp, sep="\t", index=False))
         logger.info("%d runs", len(df))
         _log_outputs(logger, [out])
 

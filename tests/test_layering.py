@@ -21,6 +21,7 @@ LAYERS = {
     "fpt.tasks": 0,
     "fpt.checkpoint": 0,
     "fpt.metrics": 0,
+    "fpt.files": 0,
     "fpt.precision": 0,
     "fpt.early_stop": 0,
     "fpt.protocol": 0,

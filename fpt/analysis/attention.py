@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fpt import files
+
 ATTENTION_TASKS = ("bit_xor", "bit_memory")
 ATTENTION_INITS = ("pretrained", "random")
 
@@ -102,8 +104,8 @@ def first_layer_attention(
 
 
 def save(arrays: dict[str, np.ndarray], out: Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
+            np.savez(fh, **arrays)
+
+    files.write_with(out, write)

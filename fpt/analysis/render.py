@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fpt import files
+
 
 @dataclass
 class Table:
@@ -105,12 +107,13 @@ class Table:
     def write(
         self, md: str | Path, tex: str | Path, csv: str | Path, html: str | Path | None = None
     ) -> None:
-        Path(md).parent.mkdir(parents=True, exist_ok=True)
-        Path(md).write_text(self.markdown())
-        Path(tex).write_text(self.latex())
-        self.data.to_csv(csv, index=False)
+        # each file whole or not at all (fpt.files): a killed job or a full disk never
+        # leaves a truncated table that a rerun would take for finished
+        files.write_text(md, self.markdown())
+        files.write_text(tex, self.latex())
+        files.write_with(csv, lambda tmp: self.data.to_csv(tmp, index=False))
         if html is not None:
-            Path(html).write_text(self.html(), encoding="utf-8")
+            files.write_text(html, self.html())
 
 
 _HTML_STYLE = (

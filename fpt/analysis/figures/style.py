@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from fpt import files
+
 COLUMN_WIDTH_IN = 3.25  # one column of a two-column paper
 INIT_COLORS = dict(
     zip(
@@ -43,9 +45,12 @@ def palette(keys) -> dict:
 
 def save(fig, out: dict[str, Path], *, data: pd.DataFrame, columns: Sequence[str]) -> None:
     """The figure as PDF and PNG, and `data[columns]` (what it plots) as CSV."""
-    Path(out["pdf"]).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out["pdf"], bbox_inches="tight")
-    fig.savefig(out["png"], bbox_inches="tight", dpi=200)
+    # each file whole or not at all (fpt.files); the temporary name has no extension to
+    # infer the format from
+    files.write_with(out["pdf"], lambda tmp: fig.savefig(tmp, format="pdf", bbox_inches="tight"))
+    files.write_with(
+        out["png"], lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight", dpi=200)
+    )
     plt.close(fig)
     write_data(out, data, columns)
 
@@ -61,7 +66,7 @@ def write_data(out: dict[str, Path], data: pd.DataFrame, columns: Sequence[str])
     # counts stay integers where reference rows (the paper's points) leave them empty
     ints = [c for c in _INTEGER_COLUMNS if c in data and data[c].dtype.kind == "f"]
     data = data.astype({c: "Int64" for c in ints if (data[c].dropna() % 1 == 0).all()})
-    data.to_csv(out["csv"], index=False)
+    files.write_with(out["csv"], lambda tmp: data.to_csv(tmp, index=False))
 
 
 def empty(out: dict[str, Path], what: str, missing: str, columns: Sequence[str]) -> None:
