@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every figure in BENCHMARKS.md into benchmarks/ (JSON, scaling.md/png) and
-# benchmarks/summary.md (the tables BENCHMARKS.md quotes). About 7-8 minutes on 2 idle cores
-# (7 min 1 s measured at load average ~1.5);
+# benchmarks/summary.md (the tables BENCHMARKS.md quotes). About 9-10 minutes on 2 idle cores
+# (7 min 1 s measured at load average ~1.5, plus ~2 min for the 10,000-run pipeline benches);
 # run it on a quiet machine: each JSON records the load average it was measured under.
 #   benchmarks/run_all.sh            # everything except torch.compile (keeps an earlier compile JSON)
 #   COMPILE=1 benchmarks/run_all.sh  # also torch.compile on CPU (adds minutes of compiling)
@@ -29,6 +29,13 @@ fpt bench-cache --task digits --size small --cache-examples 128 --threads "$T" -
 # 3. Pipeline: dry run of the full paper grid; collect of 5,000 run files
 fpt bench-dryrun --configfile config.yaml --repeats 2 --json $OUT/dryrun.json > /dev/null
 fpt bench-collect --files 5000 --json $OUT/collect.json > /dev/null
+
+# 3b. Pipeline at 10,000 runs, each against one minute: the dry run of a synthetic
+# 10,000-run config (config.yaml's seeds grown), collect of 10,000 run files, and tables 1, 2,
+# 4, 13 and the convergence figure rendered from experiments holding 10,000 runs
+fpt bench-dryrun --runs 10000 --json $OUT/dryrun_10000.json > /dev/null
+fpt bench-collect --files 10000 --json $OUT/collect_10000.json > /dev/null
+fpt bench-tables --runs 10000 --json $OUT/tables_10000.json > /dev/null
 
 # 4. Scaling: step time vs sequence length and model size (scaling.json/.md/.png)
 fpt bench-scaling --out $OUT --threads "$T" --point-budget-s 60 > /dev/null

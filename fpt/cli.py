@@ -16,19 +16,34 @@ _add_model_args, _spec = add_model_args, spec_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one run. First, one header line per attempt on stderr (host, pid, SLURM job,
+    time): the train rule appends every attempt to one log, which then reads in order. A run
+    folder that another process trains: exit EXIT_LOCKED (73) naming it, the folder untouched."""
+    from fpt import runlock
+
+    print(runlock.attempt_header(args.out), file=sys.stderr, flush=True)
     from fpt.train import train
 
     spec = spec_from_args(args)
-    metrics = train(
-        spec,
-        args.out,
-        device=args.device,
-        weights_dir=args.weights_dir,
-        data_dir=args.data_dir,
-        threads=args.threads,
-        init_from=args.init_from,
-        compile=args.compile,
-    )
+    lock_wait = runlock.default_wait() if args.lock_wait is None else args.lock_wait
+    try:
+        metrics = train(
+            spec,
+            args.out,
+            device=args.device,
+            weights_dir=args.weights_dir,
+            data_dir=args.data_dir,
+            threads=args.threads,
+            init_from=args.init_from,
+            compile=args.compile,
+            lock_wait=lock_wait,
+        )
+    except runlock.RunLocked as exc:
+        print(f"fpt train: error: {exc}", file=sys.stderr, flush=True)
+        return runlock.EXIT_LOCKED
+    except runlock.LockUnsupported as exc:
+        print(f"fpt train: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     print(metrics)
     return 0
 
@@ -136,6 +151,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status_main(args.results, args.config, args.json)
 
 
+# Exit status when a result file could not be written for lack of space (EX_IOERR).
+EXIT_DISK_FULL = 74
+
+
+def _seconds(v: str) -> float:
+    try:
+        s = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {v!r}") from None
+    if s < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return s
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fpt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         "--compile",
         action="store_true",
         help="torch.compile the model (speed only, not part of the run; pays on GPU, not on CPU: BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--lock-wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="while another process trains OUT (its .lock is held), wait this long, then exit "
+        "73 naming it, touching nothing in OUT (default: $FPT_LOCK_WAIT, else 30; not part "
+        "of the run)",
     )
     p.set_defaults(func=cmd_train)
 
@@ -205,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--weights-dir", type=Path)
     p.add_argument("--data-dir", type=Path)
+    p.add_argument(
+        "--allow-unverified-pickles",
+        action="store_true",
+        help="read unverified CIFAR-10 / homology pickle files, after a warning",
+    )
     p.add_argument("--init-from", type=Path, help="init=bit_memory: the source run folder")
     p.add_argument("--examples", type=int, default=256, help="test examples averaged")
     p.add_argument("--device", default="cpu")
@@ -226,15 +268,24 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_status)
 
     args = parser.parse_args(argv)
+    # --allow-unverified-pickles (train, attention, bench): the tasks read it from the
+    # environment (fpt.data.trust), as the Snakemake jobs get it from the config
+    from fpt.data import trust
+
+    trust.export(getattr(args, "allow_unverified_pickles", False))
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    from fpt.files import DiskFull
     from fpt.models import BackboneUnavailable
 
     try:
         return args.func(args)
+    except DiskFull as exc:  # nothing half-written: rerun once there is space
+        print(f"fpt {args.command}: error: {exc.strerror}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except (BackboneUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"fpt {args.command}: error: {exc}", file=sys.stderr)
         return 2

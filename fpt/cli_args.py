@@ -83,6 +83,12 @@ def add_model_args(p: argparse.ArgumentParser, steps: bool = True) -> None:
     )
     p.add_argument("--data-dir", type=Path, help="datasets folder")
     p.add_argument(
+        "--allow-unverified-pickles",
+        action="store_true",
+        help="read CIFAR-10 / homology pickle files that match no published or recorded "
+        "checksum, after a warning (config key allow_unverified_pickles; not part of the run)",
+    )
+    p.add_argument(
         "--init-from",
         type=Path,
         help="init bit_memory: the finished Bit Memory run folder to load the backbone from",

@@ -34,15 +34,13 @@ def _free(path: Path) -> str:
 
 def disk_full(path: Path, exc: OSError) -> DiskFull:
     """The error for a full disk while writing `path`."""
-    err = DiskFull(
+    return DiskFull(
         exc.errno,
         f"no space left on the device writing {path} ({os.strerror(exc.errno)}; "
         f"{_free(path.parent)} on its file system). Nothing was half-written: the previous "
         "file, if any, is intact. Free space or point results_dir/figures_dir elsewhere, "
         "then run the same command again (training resumes from its last checkpoint)",
     )
-    err.filename = str(path)
-    return err
 
 
 def _temp_name(path: Path) -> Path:

@@ -206,30 +206,38 @@ class Grid:
 
 
 def expand(config: dict[str, Any], source: str = "config") -> Grid:
+    """Every run of `config`, per experiment in grid order (a run listed once per experiment).
+
+    Speed (BENCHMARKS.md, "Pipeline at 10,000 runs"): a run's path hashes its settings
+    (RunSpec.path), so each spec's path is computed once, and runs are deduplicated through
+    dicts (insertion-ordered) rather than list scans, which were quadratic in an
+    experiment's runs."""
     grid = Grid()
     for name, exp in config["experiments"].items():
-        paths: list[str] = []
+        paths: dict[str, None] = {}
         try:
             sweep = sweep_of(exp, where=f"{source}: experiments.{name}")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         grid.protocols[name] = "swept" if sweep else "paper"
+        selections: dict[str, dict[str, None]] = {}
         for i, point in enumerate(sweep_points(_grid_points(exp["grid"]), sweep)):
             where = f"{source}: experiments.{name} (grid point {i}: {point})"
             spec = make_spec(config, exp, point, where=where)
+            path = spec.path
             if sweep is not None:
                 _check_sweepable(spec, where)
-                runs = grid.selections.setdefault(name, {}).setdefault(config_key(spec.path), [])
-                if spec.path not in runs:
-                    runs.append(spec.path)
-            if spec.path not in paths:
-                paths.append(spec.path)
-            grid.runs.setdefault(spec.path, spec)
+                selections.setdefault(config_key(path), {})[path] = None
+            paths[path] = None
+            grid.runs.setdefault(path, spec)
             if spec.init == "bit_memory":
                 src = bit_memory_source(config, spec)
-                grid.runs.setdefault(src.path, src)
-                grid.sources[spec.path] = src.path
-        grid.experiments[name] = paths
+                src_path = src.path
+                grid.runs.setdefault(src_path, src)
+                grid.sources[path] = src_path
+        if selections:
+            grid.selections[name] = {c: list(runs) for c, runs in selections.items()}
+        grid.experiments[name] = list(paths)
     return grid
 
 

@@ -5,8 +5,10 @@ SIGTERM/SIGUSR1 handling, divergence detection, and the run's metrics.parquet.
 `Loop` is what trains (model, optimizer, data generator, train-loss accumulator, early
 stopper, step, wall time, rows) with one `state_dict()` for everything a resume needs;
 `Run` is where one run folder's rows, progress file and checkpoints go. `train()` strings
-them together: `setup`, `Run.resume`, `run_steps`, `Run.finish`. `fpt bench` times the same
-`Loop` (and `evaluate_batches`), so the figures it reports are this loop's.
+them together: `setup`, `Run.resume`, `run_steps`, `Run.finish`, all under the run folder's
+lock (fpt.runlock: one trainer per run folder; a second one waits, then exits EXIT_LOCKED
+having touched nothing there). `fpt bench` times the same `Loop` (and `evaluate_batches`), so
+the figures it reports are this loop's.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fpt import checkpoint, features, precision
+from fpt import checkpoint, features, precision, runlock
 from fpt.early_stop import EarlyStopping
-from fpt.metrics import PROGRESS, provenance, to_table, write_atomic
+from fpt.metrics import PROGRESS, provenance, read_run, to_table, write_atomic
 from fpt.models import FPT, build_for_spec, count_params
 from fpt.models.init import check_source
 from fpt.spec import LATER_SETTINGS, RunSpec
@@ -37,6 +39,8 @@ log = logging.getLogger("fpt.train")
 # Exit status after a preemption signal: the checkpoint is written, rerun to resume.
 # 75 is EX_TEMPFAIL ("try again later"); Snakemake/SLURM treat it as a failed attempt and retry.
 EXIT_PREEMPTED = 75
+# Exit status when another process trains the same run folder (fpt.runlock): 73, EX_CANTCREAT.
+EXIT_LOCKED = runlock.EXIT_LOCKED
 
 
 def resolve_device(device: str) -> torch.device:
@@ -535,16 +539,59 @@ def train(
     handle_signals: bool = True,
     init_from: Path | None = None,
     compile: bool = False,
+    lock_wait: float = runlock.DEFAULT_WAIT_S,
 ) -> Path:
     """Train one run into `out_dir` (resuming from its checkpoint) and return metrics.parquet.
     `init_from`: for init=bit_memory, the finished Bit Memory run folder whose backbone this
     run loads (fpt.grid.bit_memory_source names it; the workflow passes it). `compile`:
-    torch.compile the model (a speed option, not part of the run; see BENCHMARKS.md)."""
-    run = setup(spec, Path(out_dir), device, weights_dir, data_dir, threads, init_from, compile)
-    run.resume()
-    preempted = _Preempted()
-    if handle_signals:
-        preempted.install()
-    run.loop.start_clock()
-    run_steps(run, preempted, sys.stderr.isatty() if progress is None else progress)
-    return run.finish()
+    torch.compile the model (a speed option, not part of the run; see BENCHMARKS.md).
+
+    The run folder's lock (fpt.runlock) is taken first and held to the end: if another process
+    holds it, this waits up to `lock_wait` seconds, then raises runlock.RunLocked with nothing
+    in the folder read or written. If the other process finished the run meanwhile, its
+    metrics.parquet is returned as it is."""
+    out_dir = Path(out_dir)
+
+    def waiting(holder) -> None:
+        log.info(
+            "%s is locked by %s; waiting up to %g s for it",
+            out_dir,
+            runlock.describe(holder),
+            lock_wait,
+        )
+
+    with runlock.acquire(out_dir, lock_wait, on_wait=waiting) as lock:
+        if lock.waited:
+            log.info("took the lock of %s after waiting", out_dir)
+            done = finished_metrics(spec, out_dir)
+            if done is not None:
+                log.info("%s was finished by the previous holder: not training it again", out_dir)
+                return done
+        run = setup(spec, out_dir, device, weights_dir, data_dir, threads, init_from, compile)
+        run.resume()
+        preempted = _Preempted()
+        if handle_signals:
+            preempted.install()
+        run.loop.start_clock()
+        run_steps(run, preempted, sys.stderr.isatty() if progress is None else progress)
+        return run.finish()
+
+
+def finished_metrics(spec: RunSpec, out_dir: Path) -> Path | None:
+    """`out_dir`/metrics.parquet if it holds the finished run of `spec` (every row of this
+    run path and settings, with the end columns), else None."""
+    metrics = out_dir / "metrics.parquet"
+    if not metrics.exists():
+        return None
+    try:
+        df = read_run(metrics)
+    except Exception as exc:  # unreadable or another schema: train (and rewrite) it
+        log.warning("%s is not a finished run's metrics (%s); training", metrics, exc)
+        return None
+    ok = (
+        len(df) > 0
+        and (df["run"] == spec.path).all()
+        and (df["settings"] == spec.settings_hash()).all()
+        and df["stop_step"].notna().all()
+    )
+    return metrics if ok else None

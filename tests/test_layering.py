@@ -26,6 +26,7 @@ LAYERS = {
     "fpt.early_stop": 0,
     "fpt.protocol": 0,
     "fpt.schema": 0,
+    "fpt.runlock": 0,
     "fpt.models": 1,
     "fpt.train": 2,
     "fpt.features": 2,

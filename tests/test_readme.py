@@ -30,6 +30,10 @@ NOT_HERE = {
     "rule is dry-run through `snakemake fetch_weights` instead",
     "python -m pytest": "the suite itself (this test runs inside it)",
     "fpt bench": "the full benchmark takes minutes: run with --warmup 1 --iters 1 --eval-examples 4",
+    "squeue": "needs a SLURM cluster: tests/test_slurm.py::test_a_resubmitted_job_of_a_run_"
+    "still_training_fails_fast_naming_it follows the recipe on the CI's (squeue --me --name)",
+    "scancel": "needs a SLURM cluster and a dead Snakemake's jobs: tests/test_slurm.py::test_a_"
+    "resubmitted_job_of_a_run_still_training_fails_fast_naming_it cancels them by name",
 }
 
 
@@ -81,6 +85,8 @@ def _handle(words: list[str], cwd: Path, grid: tuple[Path, list[str]]) -> str:
         return "collected"
     if head == "fpt fetch-weights":
         return "not here: " + NOT_HERE[head]
+    if words[0] in ("squeue", "scancel"):  # the SLURM recipe
+        return "not here: " + NOT_HERE[words[0]]
     if head == "fpt bench":
         _run([*FPT, *words[1:], "--warmup", "1", "--iters", "1", "--eval-examples", "4"], cwd)
         return "ran shortened: " + NOT_HERE[head]

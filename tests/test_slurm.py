@@ -162,3 +162,160 @@ def test_dead_snakemake_recipe_on_slurm(slurm_up, tmp_path):
 def _squeue_ids() -> list[str]:
     out = subprocess.run(["squeue", "--me", "-h", "-o", "%i"], capture_output=True, text=True)
     return out.stdout.split()
+
+
+def _jobs(*names: str, states: str = "") -> dict[str, str]:
+    """Job id -> state of this user's jobs named `names` (a Snakemake's `SLURM run ID`),
+    as the README's recipe lists them; with states="all", finished ones too."""
+    cmd = ["squeue", "--me", "-h", "-o", "%i %T", "--name", ",".join(names)]
+    out = subprocess.run(cmd + (["--states", states] if states else []), capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    return dict(line.split() for line in out.stdout.splitlines() if line.strip())
+
+
+def _run_id(log_path) -> str:
+    """The `SLURM run ID: fpt_<uuid>` a Snakemake printed: its jobs' name."""
+    match = re.search(r"SLURM run ID: (\S+)", log_path.read_text())
+    assert match, log_path.read_text()[-3000:]
+    return match.group(1)
+
+
+def _wait_until(pred, what: str, timeout: float, proc=None, log_path=None) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if proc is not None:
+            assert proc.poll() is None, f"{what}: snakemake ended\n" + log_path.read_text()[-3000:]
+        assert time.monotonic() - t0 < timeout, f"timed out waiting: {what}"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("orphans_are", ["cancelled", "waited for"])
+def test_a_resubmitted_job_of_a_run_still_training_fails_fast_naming_it(
+    slurm_up, tmp_path, orphans_are
+):
+    """Issue 17: Snakemake is SIGKILLed while its training job A runs; `snakemake --unlock`
+    and the same command again. Its job B for that run must not train it too: B fails within
+    the lock wait, its log naming job A (`fpt train` exits 73, nothing in the run touched).
+    Then the README's recipe (stop that Snakemake, list the orphans by job name, cancel them
+    or wait, unlock, rerun) completes every run; the run was never trained by two processes
+    at once, and its log keeps every attempt in order (A's first lines included)."""
+    steps = 1500  # A trains ~75 s alone, twice as long as B takes to be refused
+    config = {
+        **FAULT_CONFIG,
+        "defaults": {**FAULT_CONFIG["defaults"], "steps": steps},
+        "experiments": {"table1": {"grid": {"task": ["bit_memory"], "backbone": ["gpt2"]}}},
+    }
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))  # one run (1 CPU): B finds the node's other CPU
+    cmd = _slurm_cmd(tmp_path, cfg)
+    env = {**os.environ, "FPT_LOCK_WAIT": "2"}  # sbatch exports it: B waits 2 s, not 30
+    runs, logs = tmp_path / "results" / "runs", tmp_path / "results" / "logs"
+    t0 = time.monotonic()
+
+    def phase(what: str) -> None:
+        print(f"{time.monotonic() - t0:6.1f} s  {what}")
+
+    def snakemake(name: str) -> tuple[subprocess.Popen, object]:
+        path = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(cmd, stdout=open(path, "w"), stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+        return proc, path
+
+    def holder() -> dict:
+        text = "".join(p.read_text() for p in runs.rglob(".lock"))
+        return json.loads(text) if text.strip() else {}
+
+    # 1. The first Snakemake's job A trains the run, holding its lock; Snakemake is killed.
+    first, first_log = snakemake("first")
+    _wait_until(lambda: "SLURM run ID" in first_log.read_text(), "run id", 120, first, first_log)
+    first_id = _run_id(first_log)
+
+    def a_trains() -> bool:
+        jobs = _jobs(first_id)
+        held = holder().get("slurm_job_id")
+        return list(jobs.values()) == ["RUNNING"] and held in jobs and any(runs.rglob("ckpt.pt"))
+
+    _wait_until(a_trains, "job A RUNNING, holding the lock", 600, first, first_log)
+    (job_a,) = _jobs(first_id)
+    host, pid_a = holder()["host"], holder()["pid"]
+    (run_dir,) = [p.parent for p in runs.rglob(".lock")]
+    run = str(run_dir.relative_to(runs))
+    run_log = logs / "train" / f"{run}.log"
+    os.killpg(first.pid, signal.SIGKILL)  # Snakemake dies; its sbatch job lives on
+    first.wait()
+    phase(f"snakemake killed; job {job_a} trains on")
+
+    # 2. Unlock, the same command again: its job B for the run fails fast, naming job A.
+    subprocess.run([*cmd, "--unlock"], check=True, capture_output=True, env=env)
+    second, second_log = snakemake("second")
+    _wait_until(lambda: "SLURM run ID" in second_log.read_text(), "run id", 120, second,
+                second_log)  # fmt: skip
+    second_id = _run_id(second_log)
+
+    def b_failed() -> bool:
+        return "FAILED" in _jobs(second_id, states="all").values()
+
+    _wait_until(b_failed, "job B to fail", 300, second, second_log)
+    phase("job B failed")
+    assert _jobs(first_id) == {job_a: "RUNNING"}, "job A must outlive job B: more steps"
+    text = run_log.read_text()
+    job_b = min((j for j, s in _jobs(second_id, states="all").items() if s == "FAILED"), key=int)
+    assert f"SLURM job {job_b} at " in text, text[-3000:]  # B's attempt header ...
+    b_part = text.split(f"SLURM job {job_b} at ")[1]
+    refusal = f"is being trained by another process: host {host}, pid {pid_a}, SLURM job {job_a},"
+    assert refusal in b_part and f"cancel it: scancel {job_a};" in b_part, b_part[-3000:]
+    assert "Nothing in the run folder was read or written" in b_part
+    elapsed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%M", "-j", job_b],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    minutes, seconds = map(int, elapsed.split(":"))  # M:SS below an hour
+    assert 60 * minutes + seconds < 90, elapsed  # fast: the job's start-up and a 2 s wait
+    assert "took the lock" not in text and "resuming" not in text  # B never held it
+
+    # 3. The README recipe: stop that Snakemake (Ctrl-C), list the orphans by their job
+    #    names (the SLURM run IDs), cancel them (they checkpoint on SIGTERM) or wait for
+    #    them, unlock, and the same command again.
+    os.killpg(second.pid, signal.SIGINT)
+    second.wait(timeout=300)
+    phase("second snakemake stopped")
+    orphans = _jobs(first_id, second_id)
+    assert orphans.get(job_a) == "RUNNING", orphans
+    if orphans_are == "cancelled":
+        for name in (first_id, second_id):  # scancel --name takes one name
+            subprocess.run(["scancel", "--me", "--name", name], check=True)
+    _wait_until(lambda: not _jobs(first_id, second_id), f"the orphans {orphans_are}", 300)
+    phase(f"orphans {orphans_are}")
+    metrics = run_dir / "metrics.parquet"
+    if orphans_are == "waited for":
+        # A finished after the second Snakemake had ended, which removed A's (still empty)
+        # benchmark folder: the train rule makes it again, so A completes and keeps its
+        # metrics (else A's own Snakemake deleted them as the output of a failed job).
+        assert _jobs(first_id, states="all") == {job_a: "COMPLETED"}
+        finished = metrics.stat().st_mtime_ns
+    subprocess.run([*cmd, "--unlock"], check=True, capture_output=True, env=env)
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    assert third.returncode == 0, (third.stdout + third.stderr)[-4000:]
+    phase("third snakemake done")
+
+    # Every run complete, every evaluation once.
+    df = read_run(tmp_path / "results" / "metrics.parquet")
+    assert df["run"].unique().tolist() == [run] and df["step"].max() == steps
+    assert not df.duplicated(["step", "split"]).any()
+    # One log, every attempt in order: A (from its first line), B refused, then (A
+    # cancelled) C resuming where A stopped; the training lines never interleave (never two
+    # trainers at once), and the log keeps its second name.
+    text = run_log.read_text()
+    assert (logs / "train_history" / f"{run}.log").read_text() == text
+    headers = re.findall(r"==== fpt train attempt: .* SLURM job (\d+) at ", text)
+    assert text.startswith(f"==== fpt train attempt: host {host} pid {pid_a} SLURM job {job_a}")
+    logged = [int(s) for s in re.findall(rf" step (\d+)/{steps} ", text)]
+    assert logged == sorted(set(logged)) and logged[-1] == steps, logged
+    if orphans_are == "waited for":  # A's run is done: nothing trained again
+        assert headers == [job_a, job_b], headers
+        assert "rule train:" not in third.stdout + third.stderr
+        assert metrics.stat().st_mtime_ns == finished
+        return
+    assert headers[:2] == [job_a, job_b] and len(headers) == 3, headers
+    assert [int(h) for h in headers] == sorted(int(h) for h in headers), headers
+    a_part, c_part = text.split(f"SLURM job {headers[-1]} at ")
+    assert "received signal 15" in a_part, a_part[-2000:]  # A checkpointed on scancel's TERM
+    assert f"resuming {run} from step" in c_part and f"step {steps}/{steps}" in c_part

@@ -30,6 +30,56 @@ LISTOPS_LINES = [
 # ---------------------------------------------------------------- fixtures in real formats
 
 
+def record_as_fetched(data_dir, dataset, files):
+    """Write `dataset`'s marker recording the SHA-256 of `files`, as `fpt fetch-data` does
+    for the files it verified: the fixtures' pickle files (CIFAR-10 batches, homology
+    data.mdb) are then read like fetched ones (fpt.data.trust)."""
+    from fpt.data import download as dl
+
+    dl.write_marker(dataset, data_dir, {dl.relpath(f, data_dir): dl.sha256sum(f) for f in files})
+
+
+def write_cifar10(cf, rng, sizes):
+    """CIFAR-10 python pickles in `cf`: {batch name: number of images}."""
+    cf.mkdir(parents=True, exist_ok=True)
+    for name, n in sizes.items():
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [b"x.png"] * n,
+        }
+        with open(cf / name, "wb") as f:
+            pickle.dump(batch, f)
+    return [cf / name for name in sizes]
+
+
+HOMOLOGY_SPLITS = (
+    "train",
+    "valid",
+    "test_fold_holdout",
+    "test_superfamily_holdout",
+    "test_family_holdout",
+)
+HOMOLOGY_SEQS = ["MKTAYIAKQR", "GAVLIPFW", "ACDEFGHIKLMNPQRSTVWY" * 3, "MJJB", "QQQ"]
+
+
+def write_homology(rh, seqs=HOMOLOGY_SEQS):
+    """TAPE remote homology LMDBs in `rh`; returns their data.mdb files."""
+    import lmdb
+
+    rh.mkdir(parents=True, exist_ok=True)
+    for split in HOMOLOGY_SPLITS:
+        env = lmdb.open(str(rh / f"remote_homology_{split}.lmdb"), map_size=1 << 22)
+        with env.begin(write=True) as txn:
+            txn.put(b"num_examples", pickle.dumps(len(seqs)))
+            for i, s in enumerate(seqs):
+                item = {"primary": s, "fold_label": (i * 7) % 1195, "protein_length": len(s)}
+                txn.put(str(i).encode(), pickle.dumps(item))
+        env.close()
+    return [rh / f"remote_homology_{split}.lmdb" / "data.mdb" for split in HOMOLOGY_SPLITS]
+
+
 def _write_tsv(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     # LRA wrote its files with csv.writer (\r\n line ends)
@@ -56,38 +106,11 @@ def data_dir(tmp_path_factory):
             f.write(imgs.tobytes())
         with opener(raw / f"{prefix}-labels-idx1-ubyte{suffix}", "wb") as f:
             f.write((2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes())
-    # CIFAR-10 python pickles
-    cf = d / "cifar-10-batches-py"
-    cf.mkdir()
-    for name, n in [*((f"data_batch_{i}", 4) for i in range(1, 6)), ("test_batch", 6)]:
-        batch = {
-            b"batch_label": name.encode(),
-            b"labels": [int(v) for v in rng.integers(0, 10, n)],
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"filenames": [b"x.png"] * n,
-        }
-        with open(cf / name, "wb") as f:
-            pickle.dump(batch, f)
-    # TAPE remote homology LMDBs
-    import lmdb
-
-    rh = d / "remote_homology"
-    rh.mkdir()
-    seqs = ["MKTAYIAKQR", "GAVLIPFW", "ACDEFGHIKLMNPQRSTVWY" * 3, "MJJB", "QQQ"]
-    for split in (
-        "train",
-        "valid",
-        "test_fold_holdout",
-        "test_superfamily_holdout",
-        "test_family_holdout",
-    ):
-        env = lmdb.open(str(rh / f"remote_homology_{split}.lmdb"), map_size=1 << 22)
-        with env.begin(write=True) as txn:
-            txn.put(b"num_examples", pickle.dumps(len(seqs)))
-            for i, s in enumerate(seqs):
-                item = {"primary": s, "fold_label": (i * 7) % 1195, "protein_length": len(s)}
-                txn.put(str(i).encode(), pickle.dumps(item))
-        env.close()
+    # CIFAR-10 python pickles and TAPE remote homology LMDBs (pickled records), each with
+    # the marker a verified fetch writes (fpt.data.trust reads them only then)
+    sizes = {**{f"data_batch_{i}": 4 for i in range(1, 6)}, "test_batch": 6}
+    record_as_fetched(d, "cifar10", write_cifar10(d / "cifar-10-batches-py", rng, sizes))
+    record_as_fetched(d, "homology", write_homology(d / "remote_homology"))
     return d
 
 
@@ -345,7 +368,7 @@ def test_missing_data_names_the_path_and_the_fetch_command(tmp_path, task, path)
     assert required_files(task, {}, tmp_path) == [str(DATASETS[dataset].marker(tmp_path))]
 
 
-def test_corrupt_files_fail_with_one_clear_message(data_dir, tmp_path):
+def test_corrupt_files_fail_with_one_clear_message(data_dir, tmp_path, monkeypatch):
     import shutil
 
     d = tmp_path / "d"
@@ -356,6 +379,10 @@ def test_corrupt_files_fail_with_one_clear_message(data_dir, tmp_path):
     ):
         make_task("mnist", options={"val_size": 5}, data_dir=str(d))
     (d / "cifar-10-batches-py/test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match=r"test_batch was not read: it is a pickle"):
+        make_task("cifar10", options={"val_size": 4}, data_dir=str(d))
+    # read although unverified (acknowledged): then it is corrupt
+    monkeypatch.setenv("FPT_ALLOW_UNVERIFIED_PICKLES", "1")
     with pytest.raises(ValueError, match=r"test_batch is corrupt.*fetch-data cifar10"):
         make_task("cifar10", options={"val_size": 4}, data_dir=str(d))
     (d / "listops-1000/basic_val.tsv").write_text("Src\tTgt\n")

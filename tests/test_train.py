@@ -52,18 +52,15 @@ COUNTING_FPT = [
 ]
 
 
-def _cli(spec: RunSpec, out, count_steps: bool = False) -> list[str]:
+def _cli(spec: RunSpec, out, *extra: str, count_steps: bool = False) -> list[str]:
+    """`fpt train` of `spec` into `out` on one CPU thread, as a command line."""
     return [
         sys.executable,
         *(COUNTING_FPT if count_steps else ["-m", "fpt"]),
         "train",
         *spec.cli_args(),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
+        *("--out", str(out), "--device", "cpu", "--threads", "1"),
+        *extra,
     ]
 
 

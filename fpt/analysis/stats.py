@@ -154,31 +154,69 @@ def final_rows(
         best = pd.to_numeric(d["best_step"], errors="coerce")
         early = best.notna()
         d = d[~early | (d["step"] == best)]
+    # One pass over the runs on numpy arrays (a pandas group per run cost 0.3-0.7 ms: 3-7 s
+    # of a table of 10,000 runs; BENCHMARKS.md, "Pipeline at 10,000 runs").
+    step = d["step"].to_numpy()
+    check = "chance" in d
+    if check:
+        accuracy = d["accuracy"].astype(float).to_numpy()
+        chance = _floats(d["chance"])
+        examples = _floats(d["eval_examples"])
+        has_best = d["best_step"].notna().to_numpy() if "best_step" in d else None
     picked, collapsed = [], []
-    for _, g in d.groupby("run", sort=True):
+    for _, rows in run_positions(d):
         at = None
-        if "chance" in g and not (g["best_step"].notna().any() if "best_step" in g else False):
-            chance = pd.to_numeric(g["chance"], errors="coerce").max()
-            examples = pd.to_numeric(g["eval_examples"], errors="coerce").max()
+        if check and not (has_best is not None and has_best[rows].any()):
             at = collapse_step(
-                g["step"].tolist(),
-                g["accuracy"].astype(float).tolist(),
-                None if pd.isna(chance) else float(chance),
-                None if pd.isna(examples) else int(examples),
+                step[rows].tolist(),
+                accuracy[rows].tolist(),
+                _max_or_none(chance[rows]),
+                None if (n := _max_or_none(examples[rows])) is None else int(n),
                 collapse_margin,
             )
-        rows = g[g["step"] == at] if at is not None else g
-        picked.append(rows["step"].idxmax())
+        at_rows = rows[step[rows] == at] if at is not None else rows
+        picked.append(at_rows[_argmax(step[at_rows])])  # the first row of the last step
         collapsed.append(at is not None)
-    return d.loc[picked].assign(collapsed=collapsed).reset_index(drop=True)
+    return d.loc[d.index[picked]].assign(collapsed=collapsed).reset_index(drop=True)
+
+
+def run_positions(df: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """Each run of `df` with the positions of its rows, in the order of
+    `df.groupby("run", sort=True)` (runs sorted; rows in frame order; no NaN run)."""
+    if df.empty:
+        return []
+    by = df.groupby("run", sort=True)
+    codes = by.ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]  # a NaN run is in no group, as in groupby
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return list(zip(by.size().index, np.split(order, bounds), strict=True))
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _max_or_none(values: np.ndarray) -> float | None:
+    """The largest non-NaN value, None when there is none (pandas' max, NaN as None)."""
+    values = values[~np.isnan(values)]
+    return float(values.max()) if len(values) else None
+
+
+def _argmax(values: np.ndarray) -> int:
+    """The first position of the largest value, NaN skipped (pandas' idxmax)."""
+    return int(np.nanargmax(values) if values.dtype.kind == "f" else np.argmax(values))
 
 
 def reported(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """The rows of each task's reported split (see final_rows)."""
     from fpt.tasks import reported_split
 
-    wanted = df["task"].map(lambda t: reported_split(t, split)) if split == "test" else split
-    return df[df["split"] == wanted]
+    if split != "test":
+        return df[df["split"] == split]
+    codes, tasks = pd.factorize(df["task"])  # once per task, not per row; NaN: code -1
+    wanted = np.array([*(reported_split(t, split) for t in tasks), split], dtype=object)
+    return df[df["split"].to_numpy() == wanted[codes]]
 
 
 def noise_tolerance(best: float, examples: int | None, tolerance: float, z: float) -> float:

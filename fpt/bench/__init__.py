@@ -3,7 +3,8 @@
 - `step`: `fpt bench`, the training/eval step timed against the matmul peak, a
   reference-style loop and ablations (`bench`, `step_flops`, `our_loop`, ...);
 - `cache`: `fpt bench-cache`, output-only training uncached vs on cached features;
-- `pipeline`: `fpt bench-collect` and `fpt bench-dryrun`;
+- `pipeline`: `fpt bench-collect` and `fpt bench-dryrun` (`scaled_config`: a config of N runs);
+- `tables`: `fpt bench-tables`, rendering tables and figures from N synthetic runs;
 - `scaling`: `fpt bench-scaling`, step time vs sequence length and model size;
 - `report`: `python -m fpt.bench.report benchmarks/`, the tables BENCHMARKS.md quotes;
 - `timing` (how things are timed), `fake_data` (image files without a download), `cli`.
@@ -33,7 +34,8 @@ _PUBLIC = {
     "fpt.bench.fake_data": ("fake_data_dir",),
     "fpt.bench.timing": ("interleaved", "machine", "matmul_peak", "sync", "timed"),
     "fpt.bench.cache": ("bench_cache",),
-    "fpt.bench.pipeline": ("bench_collect", "bench_dryrun", "make_run_files"),
+    "fpt.bench.pipeline": ("bench_collect", "bench_dryrun", "make_run_files", "scaled_config"),
+    "fpt.bench.tables": ("bench_tables", "synthetic_metrics"),
     "fpt.bench.scaling": ("bench_scaling",),
     "fpt.bench.report": ("report",),
 }

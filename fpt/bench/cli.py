@@ -83,7 +83,15 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_dryrun(args: argparse.Namespace) -> int:
     from fpt.bench.pipeline import bench_dryrun
 
-    _emit(bench_dryrun(args.configfile, args.repeats), args.json)
+    _emit(bench_dryrun(args.configfile, args.repeats, runs=args.runs), args.json)
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    from fpt.bench.tables import TARGETS, bench_tables
+
+    targets = args.targets or TARGETS
+    _emit(bench_tables(args.runs, targets, args.configfile, args.evals, args.workdir), args.json)
     return 0
 
 
@@ -122,7 +130,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(sub) -> None:
-    """`fpt bench`, bench-collect, bench-dryrun, bench-scaling, bench-cache."""
+    """`fpt bench`, bench-collect, bench-dryrun, bench-tables, bench-scaling, bench-cache."""
     p = sub.add_parser(
         "bench",
         help="time warm training steps and eval; FLOP/s vs measured matmul peak and vs a reference-style loop (JSON)",
@@ -139,9 +147,27 @@ def add_subcommands(sub) -> None:
 
     p = sub.add_parser("bench-dryrun", help="time `snakemake -n` of a config (JSON)")
     p.add_argument("--configfile", default="config.yaml")
+    p.add_argument(
+        "--runs",
+        type=int,
+        help="plan a synthetic config of exactly this many runs made from --configfile "
+        "(its seed lists grown) instead of the config itself; also times fpt.grid alone",
+    )
     p.add_argument("--repeats", type=int, default=1, help="report the fastest of N")
     p.add_argument("--json", type=Path)
     p.set_defaults(func=_cmd_dryrun)
+
+    p = sub.add_parser(
+        "bench-tables",
+        help="time rendering tables and figures whose experiments hold N synthetic runs (JSON)",
+    )
+    p.add_argument("--runs", type=int, default=10_000, help="runs in each target's experiments")
+    p.add_argument("--targets", nargs="*", help="default: tables 1, 2, 4, 13 and convergence")
+    p.add_argument("--configfile", default="config.yaml", help="the config the runs scale")
+    p.add_argument("--evals", type=int, default=11, help="evaluations per run")
+    p.add_argument("--workdir", type=Path, help="where the temporary metrics and outputs go")
+    p.add_argument("--json", type=Path)
+    p.set_defaults(func=_cmd_tables)
 
     p = sub.add_parser(
         "bench-scaling", help="step time vs sequence length and model size (json, md, png)"

@@ -14,6 +14,7 @@ TARGETS = {
     "cache_speedup": 50.0,
     "dryrun_s": 10.0,
     "collect_s": 10.0,
+    "at_scale_s": 60.0,  # dry run, collect and each table at 10,000 runs (issue 17)
 }
 
 
@@ -122,6 +123,7 @@ def report(d: Path) -> str:
                 f"| < 10 s: {_met(co['collect_s'] < TARGETS['collect_s'])} "
                 f"| {_load_str(co['loadavg_before'])} → {_load_str(co['loadavg_after'])} |"
             )
+    out += _at_scale(d)
     if (d / "scaling.md").exists():
         s = _load(d, "scaling.json")
         out += ["", "## Scaling (batch 1, FPT preset; figure: scaling.png)", ""]
@@ -133,6 +135,49 @@ def report(d: Path) -> str:
                 f"{_load_str(s['loadavg_before'])} → {_load_str(s['loadavg_after'])}.",
             ]
     return "\n".join(out) + "\n"
+
+
+def _at_scale(d: Path) -> list[str]:
+    """The pipeline at 10,000 runs: dry run, collect and table rendering, each against one
+    minute (dryrun_10000.json, collect_10000.json, tables_10000.json)."""
+    dr, co, ta = (_load(d, f"{n}_10000.json") for n in ("dryrun", "collect", "tables"))
+    if not (dr or co or ta):
+        return []
+    limit = TARGETS["at_scale_s"]
+    out = ["", "## Pipeline at 10,000 runs", ""]
+    cpus = {(r.get("cpu") or "?", r.get("nproc")) for r in (dr, co, ta) if r}
+    out += [f"Measured on: {'; '.join(f'{c}, {n} cores' for c, n in sorted(cpus, key=str))}.", ""]
+    out += ["| what | seconds | target | load avg before/after |", "|---|---:|---|---|"]
+
+    def row(what: str, s: float, la: list[float], lb: list[float]) -> str:
+        return (
+            f"| {what} | {s:.1f} | < {limit:.0f} s: {_met(s < limit)} "
+            f"| {_load_str(la)} → {_load_str(lb)} |"
+        )
+
+    if dr:
+        grid_s = dr["import_fpt_grid_s"] + dr["validate_config_s"] + dr["grid_expand_s"]
+        what = (
+            f"`snakemake -n`, {dr['runs']} runs ({dr['jobs']} jobs, {dr['train_jobs']} train); "
+            f"of it fpt.grid: import {dr['import_fpt_grid_s']:.1f} s, validate "
+            f"{dr['validate_config_s']:.1f} s, expand {dr['grid_expand_s']:.1f} s "
+            f"({100 * grid_s / dr['seconds']:.0f} %)"
+        )
+        out.append(row(what, dr["seconds"], dr["loadavg_before"], dr["loadavg_after"]))
+    if co:
+        what = (
+            f"collect {co['files']} run files ({co['rows']} rows, correct: {co['correct']}; "
+            f"before: {co['before_s']:.1f} s)"
+        )
+        out.append(row(what, co["collect_s"], co["loadavg_before"], co["loadavg_after"]))
+    if ta:
+        for name, t in ta["targets"].items():
+            what = (
+                f"render {name}: {t['runs']} runs, {t['rows']} rows "
+                f"(outputs written: {t['outputs_written']})"
+            )
+            out.append(row(what, t["seconds"], t["loadavg_before"], t["loadavg_after"]))
+    return out
 
 
 if __name__ == "__main__":

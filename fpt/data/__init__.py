@@ -12,7 +12,8 @@ registered, so `fpt fetch-data`, `fpt.tasks.required_files` and the Snakemake ru
 The download machinery (resume, checksums, extraction, markers) is `fpt.data.download`
 (`fpt fetch-data DATASET --data-dir DIR`, Snakemake rule `fetch_data` and the named targets
 `fetch_<dataset>` in workflow/rules/data.smk). Generated ListOps files come from
-`fpt make-listops` (rule `make_listops`).
+`fpt make-listops` (rule `make_listops`). Files that are pickles by format are read only
+once verified against a published or recorded checksum, or acknowledged: `fpt.data.trust`.
 """
 
 from __future__ import annotations

@@ -40,12 +40,17 @@ metrics: test_fold (fold holdout), test_superfamily (superfamily holdout), test_
 Download (dataset `homology`, declared here; fpt.data.download does the resuming, checking
 and marking): http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/remote_homology.tar.gz,
 md5 1d687bdeb9e3866f77504d6079eed00a (the one TorchDrug and PEER check for this URL; TAPE
-itself publishes none), then every split's LMDB opens.
+itself publishes none), then every split's LMDB opens. The records are pickles, and
+unpickling can run code: the fetch records the SHA-256 of each split's `data.mdb` as
+extracted from the checked archive in the dataset's marker, and the task unpickles no
+record of a file whose digest differs from the marker's (or that no marker records) unless
+`allow_unverified_pickles` acknowledges it (`fpt.data.trust`).
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,7 @@ import torch
 
 from fpt import data as fdata
 from fpt.data import download as dl
+from fpt.data import trust
 from fpt.tasks.base import HeadSpec, InputSpec
 from fpt.tasks.dataset import Split, TokenTask, check_readout, pad_ids
 from fpt.tasks.registry import register
@@ -118,16 +124,49 @@ HOMOLOGY_URL = "http://s3.amazonaws.com/songlabdata/proteindata/data_pytorch/rem
 HOMOLOGY_MD5 = "1d687bdeb9e3866f77504d6079eed00a"  # TorchDrug / PEER; TAPE publishes none
 
 
+def lmdb_data_file(path: Path) -> Path:
+    """The file of an LMDB folder that holds its records (what the marker records)."""
+    return path / "data.mdb"
+
+
 def fetch_homology(data_dir: Path) -> Path:
+    """LMDB folders whose data.mdb match the SHA-256s the marker recorded are kept; else the
+    archive is downloaded (or a kept copy reused) and checked against HOMOLOGY_MD5, then
+    extracted over them, and the marker records each data.mdb's SHA-256. No record is
+    unpickled before its file is verified, so data placed by hand is checked, not trusted."""
     folder = data_dir / HOMOLOGY_DATA.folder
     paths = [folder / f"remote_homology_{s}.lmdb" for s in SPLIT_FILES.values()]
-    digests = {}
-    if not all(p.exists() for p in paths):
-        digests = dl.download_archive(
+    recorded = dl.recorded_sha256("homology", data_dir)
+    digests: dict[str, str] = {}
+    verified = True
+    for p in paths:
+        mdb = lmdb_data_file(p)
+        key = dl.relpath(mdb, data_dir)
+        if not mdb.is_file():
+            verified = False
+            break
+        digests[key] = dl.sha256sum(mdb)
+        if recorded.get(key) != digests[key]:
+            print(
+                f"{mdb}: "
+                + ("no SHA-256 recorded for it" if key not in recorded else "SHA-256 differs")
+                + "; extracting the archive again to verify it",
+                file=sys.stderr,
+            )
+            verified = False
+            break
+    if not verified:
+        archive = dl.download_archive(
             HOMOLOGY_URL, "remote_homology.tar.gz", HOMOLOGY_MD5, "homology", data_dir
         )
+        digests = dict(archive)
+        for p in paths:
+            mdb = lmdb_data_file(p)
+            if not mdb.is_file():
+                raise ValueError(f"{data_dir / next(iter(archive))}: no {mdb} inside")
+            digests[dl.relpath(mdb, data_dir)] = dl.sha256sum(mdb)
     for p in paths:
-        read_lmdb(p)  # raises on a bad file
+        read_lmdb(p)  # raises on a bad file (each one verified above)
     return dl.write_marker("homology", data_dir, digests)
 
 
@@ -176,6 +215,13 @@ class RemoteHomology(TokenTask):
             path = folder / f"remote_homology_{file_split}.lmdb"
             if not path.exists():
                 raise fdata.missing("homology", path, "homology", data_dir)
+            mdb = lmdb_data_file(path)
+            if not mdb.is_file():
+                raise fdata.corrupt(
+                    "homology", path, f"no {mdb.name}: not an LMDB folder", "homology", data_dir
+                )
+            # its records are pickles: none is unpickled before the file is verified
+            trust.check("homology", "homology", data_dir, mdb)
             try:
                 seqs, labels = read_lmdb(path)
             except Exception as exc:  # lmdb.Error, unpickling errors, bad records

@@ -3,10 +3,31 @@
 # come from the config (train_threads, train_mem_mb, train_runtime_min, device) and nowhere
 # else: the profiles do not override them. Each job's measured wall time and memory
 # (benchmark) are gathered by rule resource_table into RESULTS/benchmarks/train.tsv.
+#
+# The run's log holds every attempt, in order: `fpt train` starts each with a header line
+# (host, pid, SLURM job, time) and the shell appends (>>). Snakemake itself deletes a job's
+# log files before the job runs (Job.prepare -> remove_existing_output, in the process that
+# runs the job: inside the SLURM job too), which would unlink the log of an attempt still
+# running (an orphaned job after Snakemake died). So the log is a hard link to a second name,
+# RESULTS/logs/train_history/<run>.log, that Snakemake does not know and never deletes; each
+# job links the log name to it again. Where hard links fail, the log is this attempt's only.
+# Likewise a second Snakemake that ends while this job runs removes the empty folders of the
+# missing files of its DAG (DAG.cleanup_workdir), this run's benchmark folder among them
+# (resource_table reads the benchmark): the job would then fail writing its benchmark and
+# delete the metrics.parquet it has just written. The shell makes the folder again at the end.
 
 
 localrules:
     resource_table,
+
+
+# allow_unverified_pickles (README, beside the datasets): machine-level trust in the data
+# dir's pickle files, exported to every job's environment (FPT_ALLOW_UNVERIFIED_PICKLES,
+# read by fpt.data.trust), as FPT_TASK_MODULES is. Not a param: toggling a param (or adding
+# one) reruns every finished job under the rerun-triggers' "params".
+from fpt.data import trust as fpt_trust
+
+fpt_trust.export(config["allow_unverified_pickles"])
 
 
 rule train:
@@ -35,9 +56,17 @@ rule train:
         device=config["device"],
         weights_dir=WEIGHTS,
         data_dir=DATA,
+    # (no new params for the log's second name or the benchmark folder: a changed params set
+    # would rerun every finished run under the "params" rerun trigger; both derive from the
+    # log and the output folder: RESULTS/logs/train_history/<run>.log, RESULTS/benchmarks/train)
     shell:
+        "run={wildcards.run} log={log} out={params.out}; "
+        "keep=${{log%/train/$run.log}}/train_history/$run.log; "
+        "mkdir -p $(dirname $keep) && touch $keep && "
+        "{{ [ $log -ef $keep ] || ln -f $keep $log || true; }} && "
         "python -m fpt train {params.args} --out {params.out} --device {params.device} "
-        "--threads {threads} --weights-dir {params.weights_dir} --data-dir {params.data_dir} > {log} 2>&1"
+        "--threads {threads} --weights-dir {params.weights_dir} --data-dir {params.data_dir} >> {log} 2>&1 && "
+        "mkdir -p ${{out%/runs/$run}}/benchmarks/train/$(dirname $run)"
 
 
 rule resource_table:

@@ -4,12 +4,21 @@ stats.steps_to_converge with the config's `analysis.convergence_tolerance`."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from fpt.analysis import paper
 from fpt.analysis.compare import select
 from fpt.analysis.render import Table
-from fpt.analysis.stats import cell, cell_of, final_rows, reported, steps_to_converge, variants
+from fpt.analysis.stats import (
+    cell,
+    cell_of,
+    final_rows,
+    reported,
+    run_positions,
+    steps_to_converge,
+    variants,
+)
 from fpt.analysis.targets import BuildContext
 from fpt.tasks import paper_tasks, task_label, task_order
 
@@ -17,11 +26,14 @@ ROLES = {"FPT": "pretrained", "random": "random"}
 
 
 def _per_run(curves: pd.DataFrame, tolerance: float, z: float) -> pd.DataFrame:
+    step, accuracy = curves["step"].to_numpy(), curves["accuracy"].to_numpy()
+    examples = pd.to_numeric(curves["eval_examples"], errors="coerce")
+    examples = examples.to_numpy(dtype=float, na_value=np.nan)
     out = []
-    for run, c in curves.groupby("run", sort=True):
-        examples = pd.to_numeric(c["eval_examples"], errors="coerce").max()
-        n = None if pd.isna(examples) else int(examples)
-        steps = steps_to_converge(c["step"].tolist(), c["accuracy"].tolist(), tolerance, n, z)
+    for run, rows in run_positions(curves):  # numpy per run, not a pandas group per run
+        e = examples[rows][~np.isnan(examples[rows])]
+        n = int(e.max()) if len(e) else None
+        steps = steps_to_converge(step[rows].tolist(), accuracy[rows].tolist(), tolerance, n, z)
         out.append({"run": run, "converge_step": steps})
     return pd.DataFrame(out, columns=["run", "converge_step"])
 
