@@ -11,9 +11,6 @@ from pathlib import Path
 
 from fpt.cli_args import add_model_args, spec_from_args
 
-# the names tests/test_grid.py imports (the helpers live in fpt.cli_args, shared with fpt.bench.cli)
-_add_model_args, _spec = add_model_args, spec_from_args
-
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run. First, one header line per attempt on stderr (host, pid, SLURM job,

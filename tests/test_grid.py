@@ -77,7 +77,7 @@ def test_run_paths_are_hive_style_and_change_with_any_setting():
 def test_cli_args_rebuild_the_spec():
     import argparse
 
-    from fpt.cli import _add_model_args, _spec
+    from fpt.cli_args import add_model_args, spec_from_args
 
     spec = RunSpec(
         task="bit_memory",
@@ -88,9 +88,9 @@ def test_cli_args_rebuild_the_spec():
         options={"n_bits": 20, "patch": 5},
     )
     p = argparse.ArgumentParser()
-    _add_model_args(p)
+    add_model_args(p)
     args = p.parse_args(spec.cli_args())
-    assert _spec(args) == spec
+    assert spec_from_args(args) == spec
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", ".test/config.yaml"])

@@ -71,50 +71,33 @@ def _hf_configs() -> dict[str, object]:
         eos_token_id=1,
         decoder_start_token_id=0,
     )
-    # allenai/longformer-base-4096 (RoBERTa-base weights, 4098 positions, 512-token window)
-    longformer = dict(
-        vocab_size=50265,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
-        max_position_embeddings=4098,
-        type_vocab_size=1,
-        initializer_range=0.02,
-        layer_norm_eps=1e-5,
-        attention_window=[512] * 12,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        sep_token_id=2,
-    )
+    # allenai/longformer-base-4096: BERT-base's shape with RoBERTa's vocabulary and ids, 4098
+    # positions, a 512-token window
+    longformer = {
+        **bert,
+        "vocab_size": 50265,
+        "max_position_embeddings": 4098,
+        "type_vocab_size": 1,
+        "layer_norm_eps": 1e-5,
+        "attention_window": [512] * 12,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "sep_token_id": 2,
+    }
     t = TINY
+    # the tiny test size of a BERT-like config (BERT, ViT, Longformer share the key names)
+    tiny = {
+        "hidden_size": t["hidden"],
+        "num_hidden_layers": t["layers"],
+        "num_attention_heads": t["heads"],
+        "intermediate_size": t["ff"],
+    }
     return {
         "vit-b16.json": ViTConfig(**vit),
-        "vit-tiny.json": ViTConfig(
-            **{
-                **vit,
-                "hidden_size": t["hidden"],
-                "num_hidden_layers": t["layers"],
-                "num_attention_heads": t["heads"],
-                "intermediate_size": t["ff"],
-                "image_size": 32,
-            }
-        ),
+        "vit-tiny.json": ViTConfig(**{**vit, **tiny, "image_size": 32}),
         "bert-base.json": BertConfig(**bert),
-        "bert-tiny.json": BertConfig(
-            **{
-                **bert,
-                "vocab_size": 64,
-                "hidden_size": t["hidden"],
-                "num_hidden_layers": t["layers"],
-                "num_attention_heads": t["heads"],
-                "intermediate_size": t["ff"],
-            }
-        ),
+        "bert-tiny.json": BertConfig(**{**bert, **tiny, "vocab_size": 64}),
         "t5-base.json": T5Config(**t5),
         "t5-tiny.json": T5Config(
             **{
@@ -133,11 +116,8 @@ def _hf_configs() -> dict[str, object]:
         "longformer-tiny.json": LongformerConfig(
             **{
                 **longformer,
+                **tiny,
                 "vocab_size": 64,
-                "hidden_size": t["hidden"],
-                "num_hidden_layers": t["layers"],
-                "num_attention_heads": t["heads"],
-                "intermediate_size": t["ff"],
                 "attention_window": [8] * t["layers"],
                 "max_position_embeddings": 1026,
             }
