@@ -54,8 +54,9 @@ _BASES = (bool, int, float, str, bytes)  # a subclass of one of these is stored 
 
 def plain(obj: Any, where: str = "state") -> Any:
     """`obj` as torch's weights-only unpickler reads it back: tensors, dicts, lists, tuples
-    and plain Python values. numpy scalars and subclasses of the plain types (the rows'
-    `torch_version` is a TorchVersion, a str subclass) become the plain value; anything else
+    and plain Python values. numpy scalars and subclasses of the plain types (rows made by an
+    earlier fpt hold `torch_version` as a TorchVersion, a str subclass) become the plain
+    value; anything else
     raises TypeError naming where it is, so no checkpoint is written that could not be
     resumed. ~50 ms for 1,000 evaluations' rows; tensors are not copied."""
     t = type(obj)

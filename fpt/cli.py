@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from fpt import runlock
 from fpt.cli_args import add_model_args, spec_from_args
 
 
@@ -16,31 +17,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one run. First, one header line per attempt on stderr (host, pid, SLURM job,
     time): the train rule appends every attempt to one log, which then reads in order. A run
     folder that another process trains: exit EXIT_LOCKED (73) naming it, the folder untouched."""
-    from fpt import runlock
-
     print(runlock.attempt_header(args.out), file=sys.stderr, flush=True)
     from fpt.train import train
 
-    spec = spec_from_args(args)
-    lock_wait = runlock.default_wait() if args.lock_wait is None else args.lock_wait
-    try:
-        metrics = train(
-            spec,
-            args.out,
-            device=args.device,
-            weights_dir=args.weights_dir,
-            data_dir=args.data_dir,
-            threads=args.threads,
-            init_from=args.init_from,
-            compile=args.compile,
-            lock_wait=lock_wait,
-        )
-    except runlock.RunLocked as exc:
-        print(f"fpt train: error: {exc}", file=sys.stderr, flush=True)
-        return runlock.EXIT_LOCKED
-    except runlock.LockUnsupported as exc:
-        print(f"fpt train: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+    metrics = train(
+        spec_from_args(args),
+        args.out,
+        device=args.device,
+        weights_dir=args.weights_dir,
+        data_dir=args.data_dir,
+        threads=args.threads,
+        init_from=args.init_from,
+        compile=args.compile,
+        lock_wait=args.lock_wait,
+    )
     print(metrics)
     return 0
 
@@ -283,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as exc:  # nothing half-written: rerun once there is space
         print(f"fpt {args.command}: error: {exc.strerror}", file=sys.stderr)
         return EXIT_DISK_FULL
-    except (BackboneUnavailable, FileNotFoundError, ValueError) as exc:
+    except runlock.RunLocked as exc:  # another process trains the run: nothing touched
+        print(f"fpt {args.command}: error: {exc}", file=sys.stderr)
+        return runlock.EXIT_LOCKED
+    except (BackboneUnavailable, FileNotFoundError, ValueError, runlock.LockUnsupported) as exc:
         print(f"fpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

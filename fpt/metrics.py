@@ -114,7 +114,7 @@ def provenance(device: str, device_name: str | None = None) -> dict[str, Any]:
     return {
         "device": device,
         "device_name": device_name,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a plain str, not torch's TorchVersion
         "transformers_version": transformers.__version__,
         "fpt_version": fpt.__version__,
         "python_version": platform.python_version(),

@@ -90,20 +90,24 @@ def identity() -> dict[str, Any]:
     }
 
 
+def _slurm_job(who: dict[str, Any]) -> str | None:
+    """'SLURM job 77 (array 70_3) requeued 2x', or None outside SLURM."""
+    if not who.get("slurm_job_id"):
+        return None
+    job = f"SLURM job {who['slurm_job_id']}"
+    if who.get("slurm_array_job_id"):
+        job += f" (array {who['slurm_array_job_id']}_{who.get('slurm_array_task_id')})"
+    if who.get("slurm_restart_count") not in (None, "", "0"):
+        job += f" requeued {who['slurm_restart_count']}x"
+    return job
+
+
 def describe(who: dict[str, Any] | None) -> str:
     """`identity()` in words: 'host n1, pid 4242, SLURM job 77 (array 70_3), since ...'."""
     if not who:
         return "another process (it has not written its name into the lock file yet)"
     parts = [f"host {who.get('host')}", f"pid {who.get('pid')}"]
-    if who.get("slurm_job_id"):
-        job = f"SLURM job {who['slurm_job_id']}"
-        if who.get("slurm_array_job_id"):
-            job += f" (array {who['slurm_array_job_id']}_{who.get('slurm_array_task_id')})"
-        if who.get("slurm_restart_count") not in (None, "", "0"):
-            job += f" requeued {who['slurm_restart_count']}x"
-        parts.append(job)
-    else:
-        parts.append("not a SLURM job")
+    parts.append(_slurm_job(who) or "not a SLURM job")
     return ", ".join(parts) + f", since {who.get('since')}"
 
 
@@ -111,11 +115,7 @@ def attempt_header(out_dir: str | Path) -> str:
     """The line `fpt train` prints first in every attempt, so that a log appended by every
     attempt of a run reads as a sequence: who started when, on which run folder."""
     who = identity()
-    slurm = f"SLURM job {who['slurm_job_id']}" if who["slurm_job_id"] else "no SLURM job"
-    if who["slurm_array_job_id"]:
-        slurm += f" (array {who['slurm_array_job_id']}_{who['slurm_array_task_id']})"
-    if who["slurm_restart_count"] not in (None, "", "0"):
-        slurm += f" requeued {who['slurm_restart_count']}x"
+    slurm = _slurm_job(who) or "no SLURM job"
     return (
         f"==== fpt train attempt: host {who['host']} pid {who['pid']} {slurm} "
         f"at {who['since']} run folder {out_dir} ===="

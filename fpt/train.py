@@ -539,7 +539,7 @@ def train(
     handle_signals: bool = True,
     init_from: Path | None = None,
     compile: bool = False,
-    lock_wait: float = runlock.DEFAULT_WAIT_S,
+    lock_wait: float | None = None,
 ) -> Path:
     """Train one run into `out_dir` (resuming from its checkpoint) and return metrics.parquet.
     `init_from`: for init=bit_memory, the finished Bit Memory run folder whose backbone this
@@ -547,10 +547,13 @@ def train(
     torch.compile the model (a speed option, not part of the run; see BENCHMARKS.md).
 
     The run folder's lock (fpt.runlock) is taken first and held to the end: if another process
-    holds it, this waits up to `lock_wait` seconds, then raises runlock.RunLocked with nothing
+    holds it, this waits up to `lock_wait` seconds (None: runlock.default_wait(), i.e.
+    $FPT_LOCK_WAIT or 30 s), then raises runlock.RunLocked with nothing
     in the folder read or written. If the other process finished the run meanwhile, its
     metrics.parquet is returned as it is."""
     out_dir = Path(out_dir)
+    if lock_wait is None:
+        lock_wait = runlock.default_wait()
 
     def waiting(holder) -> None:
         log.info(
