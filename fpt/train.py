@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fpt import checkpoint, features, precision, runlock
+from fpt import checkpoint, features, precision, runlock, tracking
 from fpt.early_stop import EarlyStopping
 from fpt.metrics import PROGRESS, provenance, read_run, to_table, write_atomic
 from fpt.models import FPT, build_for_spec, count_params
@@ -365,6 +365,7 @@ class Run:
     loop: Loop
     columns: dict[str, Any]  # run-level columns of every row (run_columns)
     split_facts: dict[str, dict[str, Any]]  # per eval split (eval_split_facts)
+    tracker: tracking.Tracker | None = None  # the `tracking:` setting's mirror, if any
 
     @property
     def ckpt_dir(self) -> Path:
@@ -408,6 +409,8 @@ class Run:
         loop.acc.reset()
         loop.rows.extend(new)  # non-finite rows are kept too: they record when the run diverged
         write_progress(self.out_dir, loop.rows, spec.patience)
+        if self.tracker is not None:
+            self.tracker.log(loop.step, new)
         finite = all(math.isfinite(r["loss"]) for r in new)
         if not finite:
             loop.diverged = True
@@ -434,6 +437,8 @@ class Run:
         # metrics.parquet holds the same rows with the end columns: the live copy goes, so that
         # nothing reading the run folders (`fpt status`, a glob) counts the run twice.
         (self.out_dir / PROGRESS).unlink(missing_ok=True)
+        if self.tracker is not None:
+            self.tracker.close()
         return metrics
 
 
@@ -462,7 +467,8 @@ def setup(
     _, task, model = build_run(spec, dev, weights_dir, data_dir, init_from)
     loop = Loop(spec, task, model, dev, compile=compile)
     facts = {s: eval_split_facts(loop.task, s, spec.eval_batch_size) for s in loop.task.eval_splits}
-    return Run(spec, out_dir, loop, run_columns(spec, model, dev), facts)
+    tracker = tracking.open_tracker(spec, out_dir)
+    return Run(spec, out_dir, loop, run_columns(spec, model, dev), facts, tracker)
 
 
 def _log_evaluation(run: Run, bar: tqdm, show: bool) -> None:
