@@ -16,22 +16,51 @@ from fpt.cli_args import add_model_args, spec_from_args
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run. First, one header line per attempt on stderr (host, pid, SLURM job,
     time): the train rule appends every attempt to one log, which then reads in order. A run
-    folder that another process trains: exit EXIT_LOCKED (73) naming it, the folder untouched."""
+    folder that another process trains: exit EXIT_LOCKED (73) naming it, the folder untouched.
+    On CUDA outside SLURM it first leases one GPU (fpt.gpu_lease: FPT_GPUS, FPT_RUNS_PER_GPU),
+    waiting while all are leased, and trains on it as cuda:0."""
     print(runlock.attempt_header(args.out), file=sys.stderr, flush=True)
+    from fpt import gpu_lease
     from fpt.train import train
 
-    metrics = train(
-        spec_from_args(args),
-        args.out,
-        device=args.device,
-        weights_dir=args.weights_dir,
-        data_dir=args.data_dir,
-        threads=args.threads,
-        init_from=args.init_from,
-        compile=args.compile,
-        lock_wait=args.lock_wait,
-    )
+    with gpu_lease.lease(args.device, label=str(args.out)):  # before CUDA is initialised
+        metrics = train(
+            spec_from_args(args),
+            args.out,
+            device=args.device,
+            weights_dir=args.weights_dir,
+            data_dir=args.data_dir,
+            threads=args.threads,
+            init_from=args.init_from,
+            compile=args.compile,
+            lock_wait=args.lock_wait,
+        )
     print(metrics)
+    return 0
+
+
+def cmd_train_pack(args: argparse.Namespace) -> int:
+    """Train several runs of one backbone, differing only in seed and/or lr, as one fused
+    pack (fpt.fused), each into RESULTS/<run path>; leases one GPU as `train` does."""
+    from fpt import gpu_lease
+    from fpt.fused import train_pack
+    from fpt.spec import RunSpec
+
+    specs = [RunSpec.from_json(json.loads(s)) for s in args.spec]
+    outs = [args.results / s.path for s in specs]
+    for out in outs:
+        print(runlock.attempt_header(out), file=sys.stderr, flush=True)
+    with gpu_lease.lease(args.device, label=f"pack of {len(specs)}: {outs[0]}"):
+        metrics = train_pack(
+            specs,
+            outs,
+            device=args.device,
+            weights_dir=args.weights_dir,
+            data_dir=args.data_dir,
+            threads=args.threads,
+            lock_wait=args.lock_wait,
+        )
+    print("\n".join(map(str, metrics)))
     return 0
 
 
@@ -138,6 +167,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status_main(args.results, args.config, args.json)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The grid's cost before it starts (fpt.plan), or the estimate against finished runs."""
+    from fpt import plan
+
+    fmt = "json" if args.json else "tsv" if args.tsv else "md" if args.md else "text"
+    hardware = {
+        "gpu": args.gpu,
+        "mfu": args.mfu,
+        "launch_us": args.launch_us,
+        "cpu_fraction": args.cpu_fraction,
+        "cpu_op_us": args.cpu_op_us,
+        "cpu_gflops": args.cpu_gflops,
+        "threads": args.threads,
+        "pack_size": args.pack_size,
+    }
+    print(plan.main(args.configfile, fmt, args.runs, args.compare, **hardware), end="")
+    return 0
+
+
 # Exit status when a result file could not be written for lack of space (EX_IOERR).
 EXIT_DISK_FULL = 74
 
@@ -178,6 +226,30 @@ def main(argv: list[str] | None = None) -> int:
         "of the run)",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "train-pack",
+        help="train runs that differ only in seed/lr as one fused pack (fpt.fused); each "
+        "resumes from its own checkpoint",
+    )
+    p.add_argument(
+        "--spec",
+        action="append",
+        required=True,
+        help="a run's spec.json contents (repeat: one per run of the pack)",
+    )
+    p.add_argument(
+        "--results",
+        required=True,
+        type=Path,
+        help="runs folder: each run goes to RESULTS/<run path>",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--weights-dir", type=Path)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--lock-wait", type=_seconds, metavar="SECONDS", help="as for train")
+    p.set_defaults(func=cmd_train_pack)
 
     p = sub.add_parser(
         "describe",
@@ -253,6 +325,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, help="a config: its grid's runs not started are pending")
     p.add_argument("--json", action="store_true", help="JSON instead of text tables")
     p.set_defaults(func=cmd_status)
+
+    from fpt.plan import GPUS
+
+    p = sub.add_parser(
+        "plan",
+        help="a config's cost before it starts: per experiment and for the whole grid, runs, "
+        "training and evaluation FLOPs, time on this CPU and on a named GPU (lone runs and "
+        "fused packs), memory per run (model: fpt/plan.py)",
+    )
+    p.add_argument("--configfile", type=Path, default=Path("config.yaml"))
+    p.add_argument("--gpu", choices=list(GPUS), help="the GPU to time (default: estimate.gpu)")
+    p.add_argument("--mfu", type=float, help="fraction of the GPU's peak a step achieves")
+    p.add_argument("--launch-us", type=float, help="GPU: microseconds per kernel launch")
+    p.add_argument("--cpu-fraction", type=float, help="fraction of the measured CPU peak")
+    p.add_argument("--cpu-op-us", type=float, help="CPU: microseconds of overhead per op")
+    p.add_argument("--cpu-gflops", type=float, help="CPU fp32 peak to use instead of measuring")
+    p.add_argument("--threads", type=int, help="CPU threads (default: train_threads)")
+    p.add_argument(
+        "--pack-size", type=int, help="runs per fused pack (default: pack_size if > 1, else 8)"
+    )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="JSON instead of a text table")
+    out.add_argument("--tsv", action="store_true", help="TSV instead of a text table")
+    out.add_argument("--md", action="store_true", help="Markdown instead of a text table")
+    p.add_argument("--runs", action="store_true", help="--json / --tsv: one entry per run")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="RESULTS_DIR",
+        help="instead: predicted vs measured wall_s of the finished runs under RESULTS_DIR",
+    )
+    p.set_defaults(func=cmd_plan)
 
     args = parser.parse_args(argv)
     # --allow-unverified-pickles (train, attention, bench): the tasks read it from the

@@ -24,6 +24,7 @@ from fpt.models.fpt import INPUT_INITS
 from fpt.models.freezing import PRESETS
 from fpt.models.init import INITS
 from fpt.models.init import bit_memory_source as init_source
+from fpt.packs import pack_runs
 from fpt.protocol import config_key, sweep_of, sweep_points
 from fpt.schema import fill_defaults, schema_file
 from fpt.spec import LSTM_CELLS, PRECISIONS, RANDOM_INITS, RunSpec
@@ -200,6 +201,13 @@ class Grid:
     protocols: dict[str, str] = field(default_factory=dict)
     # swept experiments: experiment -> config (fpt.protocol.config_key) -> its runs, one per lr
     selections: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # fused packs (config pack_size, fpt.packs.pack_runs): pack name -> its runs; the rest lone
+    packs: dict[str, list[str]] = field(default_factory=dict)
+
+    def lone_runs(self) -> list[str]:
+        """The runs that train in a job of their own (in no pack)."""
+        packed = {r for runs in self.packs.values() for r in runs}
+        return [r for r in self.runs if r not in packed]
 
     def specs(self, experiment: str) -> list[RunSpec]:
         return [self.runs[p] for p in self.experiments[experiment]]
@@ -238,6 +246,7 @@ def expand(config: dict[str, Any], source: str = "config") -> Grid:
         if selections:
             grid.selections[name] = {c: list(runs) for c, runs in selections.items()}
         grid.experiments[name] = list(paths)
+    grid.packs = pack_runs(grid.runs, config.get("pack_size", 1))
     return grid
 
 

@@ -63,7 +63,7 @@ def seed_everything(seed: int, device: torch.device) -> None:
         torch._C._set_deterministic_algorithms(True, warn_only=False)
 
 
-class _Preempted:
+class Preempted:
     """Set by SIGTERM/SIGUSR1 (SLURM's pre-timeout warning); the loop checkpoints and exits."""
 
     def __init__(self) -> None:
@@ -171,18 +171,30 @@ def train_step(
     opt.step()
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(
+    generator: torch.Generator, dropout: torch.Generator | None = None
+) -> dict[str, Any]:
+    """The run's RNG states: the data generator's and the global ones (dropout draws), or,
+    in a fused pack (fpt.fused), the run's own dropout generator in the global one's place."""
     state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if dropout is not None:
+        state["torch" if dropout.device.type == "cpu" else "dropout"] = dropout.get_state()
     return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _set_rng_state(
+    state: dict[str, Any], generator: torch.Generator, dropout: torch.Generator | None = None
+) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if dropout is not None:
+        key = "torch" if dropout.device.type == "cpu" else "dropout"
+        if key in state:
+            dropout.set_state(state[key])
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -244,6 +256,8 @@ class Loop:
                 torch.use_deterministic_algorithms(True)  # inductor's own determinism flag too
             self.step_model = torch.compile(self.step_model)
         self.acc = Accumulator(device)
+        # fpt.fused: the run's own dropout generator, in place of the global RNG
+        self.dropout_rng: torch.Generator | None = None
         self.step = 0
         self.rows: list[dict[str, Any]] = []
         self.diverged = False  # a non-finite loss was recorded: the run ends as it stands
@@ -281,6 +295,18 @@ class Loop:
         )
         self.step += 1
 
+    def use_own_dropout_rng(self) -> torch.Generator:
+        """Draw this run's dropout masks from a generator of its own (fpt.fused, where runs
+        share the global RNG), starting where the global RNG stands now, as the lone run's
+        would: on CPU the same masks. The checkpoint stores it as the torch RNG state."""
+        gen = torch.Generator(device=self.device)
+        if self.device.type == "cpu":
+            gen.set_state(torch.get_rng_state())
+        else:  # CUDA: a stream of the run's own, seeded from its seed
+            gen.manual_seed(self.spec.seed)
+        self.dropout_rng = gen
+        return gen
+
     def evaluate(self, split: str) -> tuple[float, float]:
         return evaluate(self.step_model, self.task, split, self.spec.eval_batch_size, self.autocast)
 
@@ -291,7 +317,7 @@ class Loop:
             "rows": self.rows,
             "model": trainable_state(self.model),
             "optimizer": self.opt.state_dict(),
-            "rng": _rng_state(self.generator),
+            "rng": _rng_state(self.generator, self.dropout_rng),
             "acc": self.acc.state_dict(),
             "early_stopping": self.stopper.state_dict() if self.stopper is not None else None,
         }
@@ -309,7 +335,7 @@ class Loop:
             raise ValueError("its early-stopping state does not match the run's patience")
         self.model.load_state_dict(state["model"], strict=False)
         self.opt.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"], self.generator)
+        _set_rng_state(state["rng"], self.generator, self.dropout_rng)
         self.acc.load_state_dict(state["acc"])
         if self.stopper is not None:
             self.stopper.load_state_dict(state["early_stopping"])
@@ -471,7 +497,7 @@ def setup(
     return Run(spec, out_dir, loop, run_columns(spec, model, dev), facts, tracker)
 
 
-def _log_evaluation(run: Run, bar: tqdm, show: bool) -> None:
+def log_evaluation(run: Run, bar: tqdm, show: bool) -> None:
     loop = run.loop
     last = {r["split"]: r["accuracy"] for r in loop.rows[-len(loop.task.eval_splits) - 1 :]}
     bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
@@ -493,7 +519,7 @@ def _log_evaluation(run: Run, bar: tqdm, show: bool) -> None:
         )
 
 
-def run_steps(run: Run, preempted: _Preempted, show: bool) -> None:
+def run_steps(run: Run, preempted: Preempted, show: bool) -> None:
     """Train until the last step, early stopping or divergence: evaluate every `eval_every`
     steps and at the end, checkpoint every `ckpt_every` steps, and on a preemption signal
     checkpoint and exit with EXIT_PREEMPTED."""
@@ -516,7 +542,7 @@ def run_steps(run: Run, preempted: _Preempted, show: bool) -> None:
                     loop.step,
                 )
                 break
-            _log_evaluation(run, bar, show)
+            log_evaluation(run, bar, show)
             if loop.stopped:
                 break
         if loop.step % spec.ckpt_every == 0 and loop.step < spec.steps:
@@ -578,7 +604,7 @@ def train(
                 return done
         run = setup(spec, out_dir, device, weights_dir, data_dir, threads, init_from, compile)
         run.resume()
-        preempted = _Preempted()
+        preempted = Preempted()
         if handle_signals:
             preempted.install()
         run.loop.start_clock()

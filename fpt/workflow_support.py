@@ -163,17 +163,57 @@ def resource_table(
         _log_outputs(logger, [out])
 
 
+def train_jobs(grid: Any) -> list[str]:
+    """The grid's training jobs: each lone run's path, then each fused pack's name."""
+    return [*grid.lone_runs(), *grid.packs]
+
+
 def run_descriptions(grid: Any) -> list[dict[str, Any]]:
-    """What resource_table puts beside each run's measurements, in `grid.runs` order."""
-    return [
-        {
-            "run": run,
-            "task": spec.task,
-            "backbone": spec.backbone,
-            "size": spec.size,
-            "init": spec.init,
-            "trainable": spec.trainable,
-            "steps": spec.steps,
-        }
-        for run, spec in grid.runs.items()
-    ]
+    """What resource_table puts beside each training job's measurements, in `train_jobs`
+    order: a pack's row names its runs (space-separated) and how many share the job."""
+    rows = []
+    for job in train_jobs(grid):
+        runs = grid.packs.get(job, [job])
+        spec = grid.runs[runs[0]]
+        rows.append(
+            {
+                "run": " ".join(runs),
+                "task": spec.task,
+                "backbone": spec.backbone,
+                "size": spec.size,
+                "init": spec.init,
+                "trainable": spec.trainable,
+                "steps": spec.steps,
+                "runs_in_job": len(runs),
+            }
+        )
+    return rows
+
+
+def train_resources(specs: Sequence[Any], config: Mapping[str, Any]) -> dict[str, int]:
+    """{"runtime": minutes, "mem_mb": MB} of ONE training job that trains `specs` (RunSpecs:
+    one for a lone run; several of one backbone for a fused pack: frozen weights held once,
+    activations and trainable state per run), for the train rules' `resources:` (a function
+    there, never a param). `train_runtime_min` / `train_mem_mb`: "auto" = fpt.plan's
+    estimate x the config's `estimate` safety factors, a number = that number. Attempt 1's:
+    the rule multiplies the runtime by the attempt. Cached per job (fpt.plan.job_resources)
+    and per model shape, so a DAG of ~1,000 runs builds each distinct model once."""
+    from fpt import plan
+
+    return plan.job_resources(list(specs), config)
+
+
+def write_plan(config: Mapping[str, Any], tsv: str | Path, md: str | Path, log: str | Path) -> None:
+    """The grid's cost before it starts (rule plan): `fpt plan`'s table as TSV and Markdown,
+    in the log and on stdout."""
+    from fpt import plan
+
+    with job_log(log, "plan") as logger:
+        p = plan.plan(config, plan.Hardware.from_config(config), source="config")
+        text = plan.render_text(p, markdown=True)
+        files.write_text(tsv, plan.render_tsv(p))
+        files.write_text(md, text)
+        table = plan.render_text(p)
+        logger.info("\n%s", table)
+        print(table, end="", flush=True)
+        _log_outputs(logger, [tsv, md])

@@ -89,7 +89,7 @@ def test_a_test_that_changes_global_state_does_not_change_the_next_one(tmp_path)
 def test_the_guard_restores_what_training_changes(tmp_path):
     """In process: what train(threads=1, handle_signals=True) and a compile=True run on CPU
     leave behind is undone by the guard's context manager."""
-    from fpt.train import _Preempted
+    from fpt.train import Preempted
 
     before = (
         torch.get_num_threads(),
@@ -99,7 +99,7 @@ def test_the_guard_restores_what_training_changes(tmp_path):
     )
     with global_state_restored():
         torch.set_num_threads(1 if before[0] != 1 else 2)
-        _Preempted().install()  # what handle_signals=True does
+        Preempted().install()  # what handle_signals=True does
         torch._C._set_deterministic_algorithms(not before[2])
         os.chdir(tmp_path)
         os.environ["FPT_PROBE_TEST"] = "leaked"

@@ -33,6 +33,7 @@ LAYERS = {
     "fpt.train": 2,
     "fpt.features": 2,
     "fpt.fused": 2,
+    "fpt.packs": 2,
     "fpt.grid": 3,
     "fpt.analysis": 4,
     "fpt.bench": 5,

@@ -90,6 +90,16 @@ def _handle(words: list[str], cwd: Path, grid: tuple[Path, list[str]]) -> str:
     if head == "fpt bench":
         _run([*FPT, *words[1:], "--warmup", "1", "--iters", "1", "--eval-examples", "4"], cwd)
         return "ran shortened: " + NOT_HERE[head]
+    if head == "fpt plan":  # the grid's cost: a row per experiment of the config, and the total
+        out = _run([*FPT, *words[1:]], cwd)
+        import yaml
+
+        config = "config.yaml"
+        if "--configfile" in words:
+            config = words[words.index("--configfile") + 1]
+        for name in [*yaml.safe_load((cwd / config).read_text())["experiments"], "grid (unique"]:
+            assert f"\n{name} " in out.stdout, (name, out.stdout)
+        return "ran: every experiment's cost and the total"
     if words[0] == "fpt":  # cheap: run as written (an --out under /tmp goes to tmp instead)
         args = [
             w if not w.startswith("/tmp/") else str(cwd / "tmp" / Path(w).name) for w in words[1:]

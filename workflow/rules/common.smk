@@ -1,6 +1,9 @@
 # Functions the rule files share; no rules here (lint wants the two apart). Which runs
 # each experiment needs, where files live, the downloads a config needs. Code that is not
 # about paths lives in fpt/workflow_support.py.
+import json
+import shlex
+
 from fpt import protocol as fpt_protocol
 from fpt.data import dataset_of_folder
 from fpt.tasks import DATASETS, required_files
@@ -98,7 +101,35 @@ def train_args(run):
 
 
 def train_benchmarks():
-    return [f"{RESULTS}/benchmarks/train/{r}.tsv" for r in GRID.runs]
+    """One benchmark per training job: each lone run's, each pack's (in train_jobs order)."""
+    return [f"{RESULTS}/benchmarks/train/{job}.tsv" for job in fpt_ws.train_jobs(GRID)]
+
+
+def pack_rule_name(pack):
+    return f"train_{pack.replace('-', '_')}"
+
+
+def pack_inputs(runs):
+    """What a pack's runs wait for: their weights and data (as rule train's inputs)."""
+    return sorted({f for r in runs for f in [*run_weights(r), *run_data(r)]})
+
+
+def pack_args(runs):
+    """`fpt train-pack` arguments: each run's spec as JSON."""
+    return " ".join(
+        f"--spec {shlex.quote(json.dumps(GRID.runs[r].to_json(), sort_keys=True))}"
+        for r in runs
+    )
+
+
+def pack_resources(runs):
+    return fpt_ws.train_resources([GRID.runs[r] for r in runs], config)
+
+
+def pack_runtime(runs):
+    """A pack's runtime resource: its estimate, growing with each retry as rule train's."""
+    minutes = pack_resources(runs)["runtime"]
+    return lambda wildcards, attempt: minutes * attempt
 
 
 def selection_runs(wildcards):

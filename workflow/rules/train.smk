@@ -1,6 +1,10 @@
-# Training: one job = one run = at most one GPU. Checkpoints live in the run folder but are
-# not declared outputs, so Snakemake never deletes them and a rerun resumes. Its resources
-# come from the config (train_threads, train_mem_mb, train_runtime_min, device) and nowhere
+# Training: one job = one run = at most one GPU. On a workstation `fpt train` leases a slot of
+# one GPU (fpt/gpu_lease.py: config gpus, runs_per_gpu) and sees only it; its resource gpu=1
+# counts slots, so --resources gpu=<GPUs x runs_per_gpu> starts no job that would wait for one.
+# Checkpoints live in the run folder but are not declared outputs, so Snakemake never
+# deletes them and a rerun resumes. Its resources
+# come from the config (train_threads, train_mem_mb, train_runtime_min, device; the last two
+# `auto` = estimated per run by fpt.plan, see `fpt plan`) and nowhere
 # else: the profiles do not override them. Each job's measured wall time and memory
 # (benchmark) are gathered by rule resource_table into RESULTS/benchmarks/train.tsv.
 #
@@ -46,9 +50,14 @@ rule train:
         "../envs/fpt.yaml"
     threads: config["train_threads"]
     resources:
-        mem_mb=config["train_mem_mb"],
+        # train_mem_mb / train_runtime_min: auto = the run's estimate (fpt/plan.py, cached per
+        # model shape), or a number for every job.
+        mem_mb=lambda wc: fpt_ws.train_resources([GRID.runs[wc.run]], config)["mem_mb"],
         # Grows with each retry: a run that timed out gets more time and resumes.
-        runtime=lambda wc, attempt: config["train_runtime_min"] * attempt,
+        runtime=lambda wc, attempt: (
+            fpt_ws.train_resources([GRID.runs[wc.run]], config)["runtime"] * attempt
+        ),
+        # one GPU slot per job that leases one (all but device cpu)
         gpu=0 if config["device"] == "cpu" else 1,
     params:
         args=lambda w: train_args(w.run),
@@ -67,6 +76,47 @@ rule train:
         "python -m fpt train {params.args} --out {params.out} --device {params.device} "
         "--threads {threads} --weights-dir {params.weights_dir} --data-dir {params.data_dir} >> {log} 2>&1 && "
         "mkdir -p ${{out%/runs/$run}}/benchmarks/train/$(dirname $run)"
+
+
+# Fused packs (config pack_size > 1; fpt/packs.py groups, fpt/fused.py trains): one job per
+# pack, one output per run, each run in its own folder exactly as a lone run leaves it. A rule
+# per pack (outputs without wildcards, which Snakemake prefers to rule train's pattern for the
+# same files). The log keeps every attempt as rule train's does, under the pack's name.
+for _pack, _runs in GRID.packs.items():
+
+    rule:
+        name:
+            pack_rule_name(_pack)
+        input:
+            pack_inputs(_runs),
+        output:
+            [run_metrics(r) for r in _runs],
+        log:
+            f"{RESULTS}/logs/train/{_pack}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train/{_pack}.tsv"
+        conda:
+            "../envs/fpt.yaml"
+        threads: config["train_threads"]
+        resources:
+            mem_mb=pack_resources(_runs)["mem_mb"],
+            runtime=pack_runtime(_runs),
+            gpu=0 if config["device"] == "cpu" else 1,
+        params:
+            args=pack_args(_runs),
+            results=f"{RESULTS}/runs",
+            device=config["device"],
+            weights_dir=WEIGHTS,
+            data_dir=DATA,
+        shell:
+            f"run={_pack} "
+            "log={log} keep=$(dirname {log})/../train_history/$run.log; "
+            "mkdir -p $(dirname $keep) && touch $keep && "
+            "{{ [ $log -ef $keep ] || ln -f $keep $log || true; }} && "
+            "python -m fpt train-pack {params.args} --results {params.results} "
+            "--device {params.device} --threads {threads} --weights-dir {params.weights_dir} "
+            "--data-dir {params.data_dir} >> {log} 2>&1 && "
+            "mkdir -p $(dirname {log})/../../benchmarks/train"
 
 
 rule resource_table:

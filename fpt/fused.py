@@ -1,0 +1,314 @@
+"""Fused runs: several runs of one backbone trained in one process, step by step, as if each
+ran alone.
+
+Runs that differ only in seed and/or learning rate have identical shapes. A pack stacks them
+along a run dimension: `torch.func.vmap` over `functional_call` of one template model, with
+each run's trainable tensors stacked (in_dims 0) and the frozen tensors that are equal in
+every run passed once (in_dims None: a pretrained backbone's weights are held once, and the
+frozen matmuls become one larger matmul over all the runs' tokens). Frozen tensors that
+differ (random backbones of different seeds) are stacked too.
+
+Everything else stays per run, in the lone run's own objects (`fpt.train.Run` / `Loop`):
+its data generator and batches, its Adam (the model's `configure_optimizers`), its gradient
+clipping at 1.0, its train-loss accumulator, evaluation, early stopping, checkpoint and
+metrics file, in its own run folder. The pack's loss is the sum of the runs' losses, so each
+run's parameters get exactly its own gradient.
+
+Dropout is per run too: every dropout mask (the input dropout, the backbone's, and attention
+dropout, for which the pack runs the eager attention path) is drawn from the run's own
+generator, which starts from the state the lone run's global RNG would have and is what the
+run's checkpoint stores as its torch RNG state. On CPU the masks are the lone run's masks bit
+for bit (`torch.dropout` draws `bernoulli_(1 - p)` on a tensor of the input's shape), so a
+fused run matches its lone twin within float tolerance (tests/test_fused.py) and a pack's
+checkpoint resumes as a lone run and vice versa. (On CUDA a lone run's dropout uses the fused
+native kernel, a different draw: a fused CUDA run is the same distribution, not the same
+masks.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch._C import _functorch
+from torch.func import functional_call, vmap
+from tqdm import tqdm
+
+from fpt import runlock
+from fpt.packs import why_not_packable
+from fpt.spec import RunSpec
+from fpt.tasks import Batch
+from fpt.train import (
+    EXIT_PREEMPTED,
+    Preempted,
+    Run,
+    finished_metrics,
+    log_evaluation,
+    setup,
+)
+
+log = logging.getLogger("fpt.fused")
+
+
+class _Pack:
+    """The runs of one pack and the stacked forward over their models."""
+
+    def __init__(self, runs: list[Run], dropout_gens: list[torch.Generator]) -> None:
+        self.runs, self.gens = runs, dropout_gens
+        self.template = runs[0].loop.model
+        models = [r.loop.model for r in runs]
+        named = [dict(m.named_parameters()) for m in models]
+        self.trainable = [n for n, p in named[0].items() if p.requires_grad]
+        self.shared: dict[str, torch.Tensor] = {}
+        self.stacked_frozen: dict[str, torch.Tensor] = {}
+        for name, p0 in named[0].items():
+            if p0.requires_grad:
+                continue
+            if all(torch.equal(p0, n[name]) for n in named[1:]):
+                for n in named[1:]:  # held once: every run's model points at run 0's tensor
+                    n[name].data = p0.data
+                self.shared[name] = p0.detach()
+            else:
+                self.stacked_frozen[name] = torch.stack([n[name].detach() for n in named])
+        self.buffers = dict(self.template.named_buffers())
+        self.configs = _attention_configs(self.template)
+
+    def forward(self, active: list[int], x: torch.Tensor, lengths: torch.Tensor | None):
+        """Logits of runs `active` (indices into the pack) on their stacked inputs."""
+        models = [self.runs[i].loop.model for i in active]
+        stacked = {
+            n: torch.stack([dict(m.named_parameters())[n] for m in models]) for n in self.trainable
+        }
+        frozen = {n: t[active] for n, t in self.stacked_frozen.items()}
+
+        def one(params, frozen_params, xb, lb):
+            args = (xb,) if lb is None else (xb, lb)
+            return functional_call(
+                self.template, ({**params, **frozen_params, **self.shared}, self.buffers), args
+            )
+
+        in_dims = (0, 0, 0, None if lengths is None else 0)
+        gens = [self.gens[i] for i in active]
+        with _eager_attention(self.configs), _per_run_dropout(gens):
+            return vmap(one, in_dims=in_dims, randomness="same")(stacked, frozen, x, lengths)
+
+
+def _attention_configs(model: torch.nn.Module) -> list[Any]:
+    """The Hugging Face configs in `model` whose attention implementation the pack switches."""
+    seen: dict[int, Any] = {}
+    for mod in model.modules():
+        cfg = getattr(mod, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            seen[id(cfg)] = cfg
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def _eager_attention(configs: list[Any]) -> Iterator[None]:
+    """The eager attention path for the stacked forward: its dropout is an F.dropout call
+    (drawn per run below), and SDPA's CPU kernel has no vmap batching rule. Same arithmetic
+    as SDPA within float tolerance, same dropout draws (tests/test_fused.py). Its padding
+    mask is always built: the shortcut that drops a mask without padding asks the (batched)
+    mask `.all()`, control flow that vmap cannot trace."""
+    from transformers.masking_utils import AttentionMaskInterface
+
+    before = [c._attn_implementation for c in configs]
+    masks = AttentionMaskInterface._global_mapping
+    eager_mask = masks["eager"]
+
+    def always_built(*args, **kwargs):
+        return eager_mask(*args, **{**kwargs, "allow_is_bidirectional_skip": False})
+
+    for c in configs:
+        c._attn_implementation = "eager"
+    masks["eager"] = always_built
+    try:
+        yield
+    finally:
+        masks["eager"] = eager_mask
+        for c, impl in zip(configs, before, strict=True):
+            c._attn_implementation = impl
+
+
+@contextlib.contextmanager
+def _per_run_dropout(gens: list[torch.Generator]) -> Iterator[None]:
+    """F.dropout under the pack's vmap draws each run's mask from that run's generator, as
+    `torch.dropout` would from the lone run's global RNG: bernoulli_(1 - p) on a tensor of
+    the (per-run) input's shape, divided by 1 - p."""
+    original = F.dropout
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        level = _functorch.maybe_current_level()
+        if not training or p == 0.0 or level is None:
+            return original(input, p, training, inplace)
+        masks = [
+            torch.empty(input.shape, dtype=input.dtype, device=input.device).bernoulli_(
+                1 - p, generator=g
+            )
+            for g in gens
+        ]
+        noise = torch.stack(masks).div_(1 - p)
+        return input * _functorch._add_batch_dim(noise, 0, level)
+
+    F.dropout = dropout
+    try:
+        yield
+    finally:
+        F.dropout = original
+
+
+def fused_step(pack: _Pack, active: list[int], batches: list[Batch]) -> None:
+    """One optimizer step of each active run on its own batch, with one stacked forward and
+    backward per micro-batch; per run: zero_grad, clipping at 1.0, Adam step, accumulator.
+    The same step as fpt.train.train_step for each run."""
+    loops = [pack.runs[i].loop for i in active]
+    for loop in loops:
+        loop.opt.zero_grad(set_to_none=True)
+    micro = loops[0].spec.micro_batch_size
+    splits = [b.split(micro) for b in batches]
+    for mbs in zip(*splits, strict=True):
+        x = torch.stack([mb.x for mb in mbs])
+        lengths = None if mbs[0].lengths is None else torch.stack([mb.lengths for mb in mbs])
+        with loops[0].autocast():
+            logits = pack.forward(active, x, lengths)
+            losses = [
+                loop.task.loss(logits[k], mb.y)
+                for k, (loop, mb) in enumerate(zip(loops, mbs, strict=True))
+            ]
+        total = sum(
+            loss * (len(mb) / len(b)) for loss, mb, b in zip(losses, mbs, batches, strict=True)
+        )
+        total.backward()
+        for k, (loop, mb) in enumerate(zip(loops, mbs, strict=True)):
+            loop.acc.add(losses[k], loop.task.n_correct(logits[k].detach(), mb.y), mb.y.numel())
+    for loop in loops:
+        torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
+        loop.opt.step()
+        loop.step += 1
+
+
+def _after_step(run: Run, bar: tqdm, show: bool) -> None:
+    """The lone loop's per-step bookkeeping for one run (fpt.train.run_steps): evaluate
+    every eval_every steps and at the end, checkpoint every ckpt_every. A run that diverges
+    or stops early is done (Loop.done) and leaves the pack."""
+    loop, spec = run.loop, run.spec
+    if loop.step % spec.eval_every == 0 or loop.step == spec.steps:
+        if not run.record():
+            log.warning("%s diverged (non-finite loss) by step %d", spec.path, loop.step)
+            return
+        log_evaluation(run, bar, show)
+        if loop.stopped:
+            return
+    if loop.step % spec.ckpt_every == 0 and loop.step < spec.steps:
+        run.save()
+
+
+def run_pack_steps(pack: _Pack, preempted: Preempted, show: bool) -> None:
+    """Train every run of the pack to its end. Each step advances the unfinished runs that
+    are furthest behind together (after a resume they can stand at different steps)."""
+    for run in pack.runs:
+        run.loop.model.train()
+        if run.loop.step == 0 and not run.loop.rows:
+            run.record()
+    total = sum(r.spec.steps for r in pack.runs)
+    bar = tqdm(
+        total=total,
+        initial=sum(r.loop.step for r in pack.runs),
+        disable=not show,
+        desc=f"pack of {len(pack.runs)}",
+        dynamic_ncols=True,
+    )
+    while True:
+        pending = [i for i, r in enumerate(pack.runs) if not r.loop.done]
+        if not pending:
+            break
+        low = min(pack.runs[i].loop.step for i in pending)
+        active = [i for i in pending if pack.runs[i].loop.step == low]
+        batches = [
+            pack.runs[i].loop.task.train_batch(
+                pack.runs[i].spec.batch_size, pack.runs[i].loop.generator
+            )
+            for i in active
+        ]
+        # Batches cut to their longest example (readout last_token) can differ in length:
+        # those fuse with runs of the same shape only (padding further would change their
+        # dropout draws).
+        groups: dict[tuple, list[int]] = {}
+        for k, b in enumerate(batches):
+            groups.setdefault(tuple(b.x.shape), []).append(k)
+        for ks in groups.values():
+            fused_step(pack, [active[k] for k in ks], [batches[k] for k in ks])
+        bar.update(len(active))
+        for i in active:
+            _after_step(pack.runs[i], bar, show)
+        if preempted.signum is not None:
+            for run in pack.runs:
+                if not run.loop.done:
+                    run.save()
+            bar.close()
+            log.warning(
+                "received signal %d: every run's checkpoint written, exiting %d",
+                preempted.signum,
+                EXIT_PREEMPTED,
+            )
+            raise SystemExit(EXIT_PREEMPTED)
+    bar.close()
+
+
+def train_pack(
+    specs: list[RunSpec],
+    out_dirs: list[Path],
+    device: str = "auto",
+    weights_dir: Path | None = None,
+    data_dir: Path | None = None,
+    threads: int | None = None,
+    progress: bool | None = None,
+    handle_signals: bool = True,
+    lock_wait: float | None = None,
+) -> list[Path]:
+    """Train the runs `specs` (into `out_dirs`, one folder each) as one fused pack and return
+    their metrics.parquet files. Each run resumes from its own checkpoint; a run already
+    finished is left as it is. Every run folder's lock (fpt.runlock) is held to the end."""
+    reason = why_not_packable(specs)
+    if reason is not None:
+        raise ValueError(f"these runs cannot train as one pack: {reason}")
+    if len(out_dirs) != len(specs):
+        raise ValueError("one run folder per run")
+    if lock_wait is None:
+        lock_wait = runlock.default_wait()
+    show = sys.stderr.isatty() if progress is None else progress
+    with contextlib.ExitStack() as locks:
+        order = sorted(range(len(specs)), key=lambda i: str(out_dirs[i]))  # no lock-order cycles
+        for i in order:
+            locks.enter_context(runlock.acquire(Path(out_dirs[i]), lock_wait))
+        results: dict[int, Path] = {}
+        runs, gens = [], []
+        for i, (spec, out) in enumerate(zip(specs, out_dirs, strict=True)):
+            done = finished_metrics(spec, Path(out))
+            if done is not None:
+                results[i] = done
+                continue
+            run = setup(spec, Path(out), device, weights_dir, data_dir, threads)
+            # the lone run's global RNG from here on (its dropout draws); a resumed run's
+            # checkpoint restores it
+            gen = run.loop.use_own_dropout_rng()
+            run.resume()
+            runs.append((i, run))
+            gens.append(gen)
+        if runs:
+            pack = _Pack([r for _, r in runs], gens)
+            preempted = Preempted()
+            if handle_signals:
+                preempted.install()
+            for _, run in runs:
+                run.loop.start_clock()
+            run_pack_steps(pack, preempted, show)
+            for i, run in runs:
+                results[i] = run.finish()
+        return [results[i] for i in range(len(specs))]
