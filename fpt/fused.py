@@ -46,6 +46,7 @@ from fpt.spec import RunSpec
 from fpt.tasks import Batch
 from fpt.train import (
     EXIT_PREEMPTED,
+    Loop,
     Preempted,
     Run,
     finished_metrics,
@@ -56,13 +57,17 @@ from fpt.train import (
 log = logging.getLogger("fpt.fused")
 
 
-class _Pack:
-    """The runs of one pack and the stacked forward over their models."""
+class Pack:
+    """The loops of one pack's runs and the stacked forward over their models. Each loop
+    draws its dropout from a generator of its own (`Loop.use_own_dropout_rng`)."""
 
-    def __init__(self, runs: list[Run], dropout_gens: list[torch.Generator]) -> None:
-        self.runs, self.gens = runs, dropout_gens
-        self.template = runs[0].loop.model
-        models = [r.loop.model for r in runs]
+    def __init__(self, loops: list[Loop]) -> None:
+        if any(loop.dropout_rng is None for loop in loops):
+            raise ValueError("each loop of a pack needs its own dropout generator")
+        self.loops = loops
+        self.gens = [loop.dropout_rng for loop in loops]
+        self.template = loops[0].model
+        models = [loop.model for loop in loops]
         named = [dict(m.named_parameters()) for m in models]
         self.trainable = [n for n, p in named[0].items() if p.requires_grad]
         self.shared: dict[str, torch.Tensor] = {}
@@ -81,7 +86,7 @@ class _Pack:
 
     def forward(self, active: list[int], x: torch.Tensor, lengths: torch.Tensor | None):
         """Logits of runs `active` (indices into the pack) on their stacked inputs."""
-        models = [self.runs[i].loop.model for i in active]
+        models = [self.loops[i].model for i in active]
         stacked = {
             n: torch.stack([dict(m.named_parameters())[n] for m in models]) for n in self.trainable
         }
@@ -163,11 +168,11 @@ def _per_run_dropout(gens: list[torch.Generator]) -> Iterator[None]:
         F.dropout = original
 
 
-def fused_step(pack: _Pack, active: list[int], batches: list[Batch]) -> None:
+def fused_step(pack: Pack, active: list[int], batches: list[Batch]) -> None:
     """One optimizer step of each active run on its own batch, with one stacked forward and
     backward per micro-batch; per run: zero_grad, clipping at 1.0, Adam step, accumulator.
     The same step as fpt.train.train_step for each run."""
-    loops = [pack.runs[i].loop for i in active]
+    loops = [pack.loops[i] for i in active]
     for loop in loops:
         loop.opt.zero_grad(set_to_none=True)
     micro = loops[0].spec.micro_batch_size
@@ -209,31 +214,30 @@ def _after_step(run: Run, bar: tqdm, show: bool) -> None:
         run.save()
 
 
-def run_pack_steps(pack: _Pack, preempted: Preempted, show: bool) -> None:
-    """Train every run of the pack to its end. Each step advances the unfinished runs that
+def run_pack_steps(runs: list[Run], preempted: Preempted, show: bool) -> None:
+    """Train every run of a pack to its end. Each step advances the unfinished runs that
     are furthest behind together (after a resume they can stand at different steps)."""
-    for run in pack.runs:
+    pack = Pack([run.loop for run in runs])
+    for run in runs:
         run.loop.model.train()
         if run.loop.step == 0 and not run.loop.rows:
             run.record()
-    total = sum(r.spec.steps for r in pack.runs)
+    total = sum(r.spec.steps for r in runs)
     bar = tqdm(
         total=total,
-        initial=sum(r.loop.step for r in pack.runs),
+        initial=sum(r.loop.step for r in runs),
         disable=not show,
-        desc=f"pack of {len(pack.runs)}",
+        desc=f"pack of {len(runs)}",
         dynamic_ncols=True,
     )
     while True:
-        pending = [i for i, r in enumerate(pack.runs) if not r.loop.done]
+        pending = [i for i, r in enumerate(runs) if not r.loop.done]
         if not pending:
             break
-        low = min(pack.runs[i].loop.step for i in pending)
-        active = [i for i in pending if pack.runs[i].loop.step == low]
+        low = min(runs[i].loop.step for i in pending)
+        active = [i for i in pending if runs[i].loop.step == low]
         batches = [
-            pack.runs[i].loop.task.train_batch(
-                pack.runs[i].spec.batch_size, pack.runs[i].loop.generator
-            )
+            runs[i].loop.task.train_batch(runs[i].spec.batch_size, runs[i].loop.generator)
             for i in active
         ]
         # Batches cut to their longest example (readout last_token) can differ in length:
@@ -246,9 +250,9 @@ def run_pack_steps(pack: _Pack, preempted: Preempted, show: bool) -> None:
             fused_step(pack, [active[k] for k in ks], [batches[k] for k in ks])
         bar.update(len(active))
         for i in active:
-            _after_step(pack.runs[i], bar, show)
+            _after_step(runs[i], bar, show)
         if preempted.signum is not None:
-            for run in pack.runs:
+            for run in runs:
                 if not run.loop.done:
                     run.save()
             bar.close()
@@ -288,7 +292,7 @@ def train_pack(
         for i in order:
             locks.enter_context(runlock.acquire(Path(out_dirs[i]), lock_wait))
         results: dict[int, Path] = {}
-        runs, gens = [], []
+        runs = []
         for i, (spec, out) in enumerate(zip(specs, out_dirs, strict=True)):
             done = finished_metrics(spec, Path(out))
             if done is not None:
@@ -297,18 +301,16 @@ def train_pack(
             run = setup(spec, Path(out), device, weights_dir, data_dir, threads)
             # the lone run's global RNG from here on (its dropout draws); a resumed run's
             # checkpoint restores it
-            gen = run.loop.use_own_dropout_rng()
+            run.loop.use_own_dropout_rng()
             run.resume()
             runs.append((i, run))
-            gens.append(gen)
         if runs:
-            pack = _Pack([r for _, r in runs], gens)
             preempted = Preempted()
             if handle_signals:
                 preempted.install()
             for _, run in runs:
                 run.loop.start_clock()
-            run_pack_steps(pack, preempted, show)
+            run_pack_steps([r for _, r in runs], preempted, show)
             for i, run in runs:
                 results[i] = run.finish()
         return [results[i] for i in range(len(specs))]

@@ -72,6 +72,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fpt.packs import pack_runs
 from fpt.spec import RunSpec
 
 # ---- named GPUs: dense peaks (no sparsity), TFLOP/s, and memory -------------------------
@@ -683,21 +684,15 @@ def job_resources(specs: Sequence[RunSpec], config: Mapping[str, Any]) -> dict[s
 # ---- the plan of a config -------------------------------------------------------------------
 
 
-def pack_key(spec: RunSpec) -> str:
-    """Runs that may share a fused pack: every setting equal but the seed and the lr."""
-    d = spec.to_json()
-    d.pop("seed", None)
-    d.pop("lr", None)
-    return json.dumps(d, sort_keys=True, default=str)
-
-
 def packs(specs: Iterable[RunSpec], pack_size: int) -> list[list[RunSpec]]:
-    """`specs` grouped by pack_key (first-seen order), each group cut into packs of at most
-    `pack_size`."""
-    groups: dict[str, list[RunSpec]] = {}
-    for s in specs:
-        groups.setdefault(pack_key(s), []).append(s)
-    return [g[i : i + pack_size] for g in groups.values() for i in range(0, len(g), pack_size)]
+    """The training jobs of `specs`: the fused packs the grid makes of them (fpt.packs, at
+    most `pack_size` runs each), then every other run alone."""
+    runs = {s.path: s for s in specs}
+    packed = pack_runs(runs, pack_size)
+    in_packs = {p for paths in packed.values() for p in paths}
+    return [[runs[p] for p in paths] for paths in packed.values()] + [
+        [s] for path, s in runs.items() if path not in in_packs
+    ]
 
 
 @dataclass

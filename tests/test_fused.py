@@ -198,3 +198,13 @@ def test_snakemake_trains_packs_as_the_lone_runs_it_replaces(tmp_path, local_tes
     )
     for pack in g.packs:
         assert (tmp_path / results / "logs" / "train" / f"{pack}.log").exists()
+
+
+def test_bench_fused_times_the_pack_and_the_lone_loops():
+    from fpt.bench.fused import bench_fused, pack_specs
+
+    spec = RunSpec(task="bit_xor", backbone="gpt2", size="tiny", init="random")
+    assert why_not_packable(pack_specs(spec, 3, "shared")) is None
+    assert len({s.seed for s in pack_specs(spec, 3, "per_run")}) == 3
+    out = bench_fused(spec, 2, "per_run", warmup=1, iters=1)
+    assert out["runs"] == 2 and out["lone_run_steps_per_s"] > 0 and out["fused_run_steps_per_s"] > 0

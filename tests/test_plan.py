@@ -146,9 +146,13 @@ def test_fused_packs_are_never_slower_than_lone_runs():
     assert plan.cpu_seconds(seeds, plan.Hardware(**FIXED_CPU)) < sum(
         plan.cpu_seconds([c], plan.Hardware(**FIXED_CPU)) for c in seeds
     )
-    # packs: runs differing only in seed and lr, at most pack_size each
-    specs = [_spec(seed=s, lr=lr) for s in range(3) for lr in (1e-3, 1e-4)] + [_spec(steps=7)]
-    assert [len(q) for q in plan.packs(specs, 4)] == [4, 2, 1]
+    # packs as the grid makes them (fpt.packs): pretrained runs across seeds and lrs, random
+    # ones across the lrs of one seed, at most pack_size each; the rest alone
+    points = [(s, lr) for s in range(3) for lr in (1e-3, 1e-4)]
+    pretrained = [_spec(init="pretrained", seed=s, lr=lr) for s, lr in points]
+    assert [len(q) for q in plan.packs(pretrained, 4)] == [4, 2]
+    random = [_spec(seed=s, lr=lr) for s, lr in points] + [_spec(steps=7)]
+    assert [len(q) for q in plan.packs(random, 4)] == [2, 2, 2, 1]
 
 
 def test_a_large_cifar_run_asks_for_more_than_a_bit_xor_run():

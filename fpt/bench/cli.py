@@ -129,6 +129,26 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fused(args: argparse.Namespace) -> int:
+    from fpt.bench.fused import bench_fused
+    from fpt.models.families import family
+    from fpt.spec import RunSpec
+
+    _threads(args.threads)
+    spec = RunSpec(
+        task=args.task,
+        backbone=args.backbone,
+        size=args.size or family(args.backbone).default_size,
+        init="random",
+        batch_size=args.batch_size,
+        options=dict(args.option),
+    )
+    _emit(
+        bench_fused(spec, args.runs, args.frozen, args.device, args.warmup, args.iters), args.json
+    )
+    return 0
+
+
 def add_subcommands(sub) -> None:
     """`fpt bench`, bench-collect, bench-dryrun, bench-tables, bench-scaling, bench-cache."""
     p = sub.add_parser(
@@ -193,3 +213,27 @@ def add_subcommands(sub) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--json", type=Path)
     p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser(
+        "bench-fused",
+        help="runs x steps per second: a fused pack (fpt.fused) vs the same runs stepped alone (JSON)",
+    )
+    p.add_argument("--task", default="bit_xor")
+    p.add_argument("--backbone", default="gpt2")
+    p.add_argument("--size", help="default: the family's default size")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--option", action="append", default=[], type=option_arg, metavar="KEY=VALUE")
+    p.add_argument("--runs", type=int, default=3, help="runs in the pack")
+    p.add_argument(
+        "--frozen",
+        default="shared",
+        choices=["shared", "per_run"],
+        help="shared: runs of one frozen backbone (lrs; pretrained seeds); per_run: random "
+        "backbones of different seeds",
+    )
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", type=Path)
+    p.set_defaults(func=_cmd_fused)
