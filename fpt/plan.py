@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import statistics
 import time
@@ -74,6 +75,8 @@ from typing import Any
 
 from fpt.packs import pack_runs
 from fpt.spec import RunSpec
+
+log = logging.getLogger("fpt.plan")
 
 # ---- named GPUs: dense peaks (no sparsity), TFLOP/s, and memory -------------------------
 
@@ -138,64 +141,36 @@ BLOCK_KERNELS = 8  # per block: attention scores/softmax/reshapes, residual adds
 
 # ---- split sizes from the options alone ----------------------------------------------------
 
-# Published sizes: (train, {eval split: examples}) before any val split is held out.
-_IMAGES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "cifar10_lra": (50000, 10000)}
-_HOMOLOGY = (
-    12312,
-    {"val": 736, "test_fold": 718, "test_superfamily": 1254, "test_family": 1272},
-)
-_DIGITS = 1797
+# Eval examples assumed per split of a task that does not declare its sizes
+# (Task.published_split_sizes) and names none in its options.
+DEFAULT_EVAL_EXAMPLES = 1000
 
 
 def split_sizes(task: str, options: Mapping[str, Any] | None = None) -> dict[str, int | None]:
-    """Examples per split of `task` built with `options`, from the options and the datasets'
-    published sizes (nothing read): "train" (None for the tasks that draw fresh examples
-    every step) and every split evaluated. A task of your own may define a classmethod
-    `planned_split_sizes(options)` returning the same; otherwise its evaluation cost is
-    unknown (ValueError)."""
+    """Examples per split of `task` built with `options` (nothing read): the task's own
+    `Task.published_split_sizes`; for a task that declares none (a task module of your own), the
+    options' `<split>_size` of its evaluated splits, else DEFAULT_EVAL_EXAMPLES each, with a
+    warning once, and "train" unknown (None)."""
     from fpt.tasks import TASKS
 
     cls = TASKS[task]
     opts = cls.options_of(dict(options or {}))
-    own = getattr(cls, "planned_split_sizes", None)
-    if callable(own):
-        return dict(own(opts))
-    has_val = cls.has_val(opts)
-    if task in ("bit_memory", "bit_xor"):
-        out: dict[str, int | None] = {"train": None}
-        if has_val:
-            out["val"] = int(opts["val_size"])
-        out["test"] = int(opts["test_size"])
-        return out
-    if task == "digits":
-        test = int(opts["test_size"])
-        val = int(opts["val_size"])
-        return {"train": _DIGITS - test - val, **({"val": val} if val else {}), "test": test}
-    if task in _IMAGES:
-        train, test = _IMAGES[task]
-        val = int(opts["val_size"])
-        return {"train": train - val, **({"val": val} if val else {}), "test": test}
-    if task == "listops":
-        from fpt.tasks.listops_gen import GenParams
+    own = cls.published_split_sizes(opts)
+    if own is not None:
+        return dict(own)
+    if task not in _ASSUMED:
+        _ASSUMED.add(task)
+        log.warning(
+            "%s declares no split sizes (Task.published_split_sizes): fpt plan assumes %s examples per "
+            "evaluated split unless its options give <split>_size",
+            task,
+            DEFAULT_EVAL_EXAMPLES,
+        )
+    splits = [s for s in cls.eval_splits if s != "val" or cls.has_val(opts)]
+    return {"train": None, **{s: int(opts.get(f"{s}_size", DEFAULT_EVAL_EXAMPLES)) for s in splits}}
 
-        if opts["source"] == "generated":
-            gen = GenParams.from_options(opts)
-            n_train, n_val, n_test = gen.n_train, gen.n_val, gen.n_test
-        else:
-            n_train, n_val, n_test = 96000, 2000, 2000  # LRA's listops-1000
-        if opts["tokenization"] != "faithful":
-            return {"train": n_train, "val": n_val, "test": n_test}
-        val = opts["val_size"]
-        val = max(1, min(2000, n_train // 10)) if val is None else int(val)
-        # faithful: "test" is LRA's val file; "val" is held out of the training file
-        return {"train": n_train - val, **({"val": val} if val else {}), "test": n_val}
-    if task == "homology":
-        train, evals = _HOMOLOGY
-        return {"train": train, **evals}
-    raise ValueError(
-        f"{task}: no split sizes known to fpt.plan; give the task a classmethod "
-        "planned_split_sizes(options) -> {'train': n or None, <eval split>: n, ...}"
-    )
+
+_ASSUMED: set[str] = set()
 
 
 # ---- one model per distinct shape, on the meta device ----------------------------------------

@@ -161,6 +161,16 @@ class Task(ABC):
         return set()
 
     @classmethod
+    def published_split_sizes(
+        cls, options: dict[str, Any] | None = None
+    ) -> dict[str, int | None] | None:
+        """Examples per split with `options`, from the options and the dataset's published
+        sizes (no data read): "train" (None for a task that draws fresh examples every step)
+        and every evaluated split. `fpt plan` prices evaluation with it. None: not known
+        (fpt.plan then assumes the options' sizes, else a default, and says so)."""
+        return None
+
+    @classmethod
     def has_val(cls, options: dict[str, Any] | None = None) -> bool:
         """Whether the task built with `options` has a "val" split (from the options alone,
         no data loading). True unless the task holds its val split out of the training set

@@ -35,6 +35,11 @@ class _SyntheticTask(Task):
         data_seed = int(cls.options_of(options)["data_seed"])
         return {data_seed + off for off in _SPLIT_SEED_OFFSET.values()}
 
+    @classmethod
+    def published_split_sizes(cls, options: dict[str, Any] | None = None) -> dict[str, int | None]:
+        opts = cls.options_of(options)  # fresh training examples every step
+        return {"train": None, **{s: int(opts[f"{s}_size"]) for s in cls.eval_splits}}
+
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         raise NotImplementedError
 

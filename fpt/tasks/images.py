@@ -312,6 +312,15 @@ class ImageTask(DatasetTask):
     def has_val(cls, options: dict[str, Any] | None = None) -> bool:
         return check_size(cls.name, "val_size", cls.options_of(options)["val_size"]) > 0
 
+    # the official files' sizes (train, test); the val split is held out of train
+    published_sizes: tuple[int, int]
+
+    @classmethod
+    def published_split_sizes(cls, options: dict[str, Any] | None = None) -> dict[str, int | None]:
+        train, test = cls.published_sizes
+        val = int(cls.options_of(options)["val_size"])
+        return {"train": train - val, **({"val": val} if val else {}), "test": test}
+
     @property
     def token_dim(self) -> int:
         return self.input.dim
@@ -355,6 +364,7 @@ class MNIST(ImageTask):
     datasets = (MNIST_DATA,)
     patch = 4
     image_size = 28
+    published_sizes = (60000, 10000)
 
     def setup(self) -> None:
         super().setup()
@@ -389,6 +399,7 @@ class CIFAR10(ImageTask):
     datasets = (CIFAR10_DATA,)
     patch = 4
     image_size = 32
+    published_sizes = (50000, 10000)
     defaults = {**ImageTask.defaults, "patch_channels": "rgb"}
 
     @classmethod
@@ -475,6 +486,12 @@ class Digits(ImageTask):
     patch = 2
     image_size = 8
     defaults = {**ImageTask.defaults, "val_size": 300, "test_size": 300, "augment": False}
+
+    @classmethod
+    def published_split_sizes(cls, options: dict[str, Any] | None = None) -> dict[str, int | None]:
+        opts = cls.options_of(options)  # 1,797 images, val and test held out
+        test, val = int(opts["test_size"]), int(opts["val_size"])
+        return {"train": 1797 - test - val, **({"val": val} if val else {}), "test": test}
 
     def setup(self) -> None:
         super().setup()

@@ -249,6 +249,21 @@ class ListOps(TokenTask):
         return super().required_files(options, data_dir)
 
     @classmethod
+    def published_split_sizes(cls, options: dict[str, Any] | None = None) -> dict[str, int | None]:
+        opts = cls.options_of(options)
+        if opts["source"] == "generated":
+            gen = GenParams.from_options(opts)
+            n_train, n_val, n_test = gen.n_train, gen.n_val, gen.n_test
+        else:
+            n_train, n_val, n_test = 96000, 2000, 2000  # LRA's listops-1000
+        if opts["tokenization"] != "faithful":
+            return {"train": n_train, "val": n_val, "test": n_test}
+        # faithful: "test" is LRA's val file; "val" is held out of the training file
+        val = opts["val_size"]
+        val = max(1, min(2000, n_train // 10)) if val is None else int(val)
+        return {"train": n_train - val, **({"val": val} if val else {}), "test": n_val}
+
+    @classmethod
     def has_val(cls, options: dict[str, Any] | None = None) -> bool:
         opts = cls.options_of(options)
         if opts["tokenization"] != "faithful" or opts["val_size"] is None:
