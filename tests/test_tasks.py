@@ -40,6 +40,13 @@ def test_bit_xor_shapes_and_labels():
     assert torch.equal(b.y, bits[:, 0] ^ bits[:, 1])
 
 
+@pytest.mark.parametrize("name", ["bit_xor", "bit_memory"])
+def test_a_bit_task_with_val_size_0_has_no_val_split(name):
+    task = make_task(name, options={"val_size": 0, "test_size": 16})
+    assert task.eval_splits == ("test",) and not task.has_val({"val_size": 0})
+    assert sum(len(b) for b in task.eval_batches("test", 8)) == 16
+
+
 def test_eval_sets_are_fixed_and_seeded_apart():
     a, b = (
         make_task("bit_xor", options={"test_size": 100}),

@@ -27,6 +27,12 @@ class _SyntheticTask(Task):
     def setup(self) -> None:
         super().setup()
         self._eval_sets: dict[str, Batch] = {}
+        if not self.has_val(self.options):  # val_size 0: no val split (as the image tasks)
+            self.eval_splits = tuple(s for s in self.eval_splits if s != "val")
+
+    @classmethod
+    def has_val(cls, options: dict[str, Any] | None = None) -> bool:
+        return int(cls.options_of(options)["val_size"]) > 0
 
     @classmethod
     def reserved_seeds(cls, options: dict[str, Any] | None = None) -> set[int]:
@@ -38,7 +44,8 @@ class _SyntheticTask(Task):
     @classmethod
     def published_split_sizes(cls, options: dict[str, Any] | None = None) -> dict[str, int | None]:
         opts = cls.options_of(options)  # fresh training examples every step
-        return {"train": None, **{s: int(opts[f"{s}_size"]) for s in cls.eval_splits}}
+        splits = [s for s in cls.eval_splits if s != "val" or cls.has_val(opts)]
+        return {"train": None, **{s: int(opts[f"{s}_size"]) for s in splits}}
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         raise NotImplementedError

@@ -122,6 +122,14 @@ def pack_args(runs):
     )
 
 
+def pack_results(runs):
+    """`fpt train-pack --results`: the runs folder, from the pack's first output."""
+    tail = len(run_metrics(runs[0])) - len(
+        f"{RESULTS}/runs"
+    )  # the run's part of the path
+    return lambda wildcards, output: output[0][:-tail]
+
+
 def pack_resources(runs):
     return fpt_ws.train_resources([GRID.runs[r] for r in runs], config)
 

