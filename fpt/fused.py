@@ -49,8 +49,8 @@ from fpt.train import (
     Loop,
     Preempted,
     Run,
+    after_step,
     finished_metrics,
-    log_evaluation,
     setup,
 )
 
@@ -68,7 +68,9 @@ class Pack:
         self.gens = [loop.dropout_rng for loop in loops]
         self.template = loops[0].model
         models = [loop.model for loop in loops]
-        named = [dict(m.named_parameters()) for m in models]
+        # each run's parameters by name, looked up once: the stacked forward reads them every
+        # micro-batch (the tensors are the loops' own, which their optimizers update)
+        self.named = named = [dict(m.named_parameters()) for m in models]
         self.trainable = [n for n, p in named[0].items() if p.requires_grad]
         self.shared: dict[str, torch.Tensor] = {}
         self.stacked_frozen: dict[str, torch.Tensor] = {}
@@ -86,10 +88,7 @@ class Pack:
 
     def forward(self, active: list[int], x: torch.Tensor, lengths: torch.Tensor | None):
         """Logits of runs `active` (indices into the pack) on their stacked inputs."""
-        models = [self.loops[i].model for i in active]
-        stacked = {
-            n: torch.stack([dict(m.named_parameters())[n] for m in models]) for n in self.trainable
-        }
+        stacked = {n: torch.stack([self.named[i][n] for i in active]) for n in self.trainable}
         frozen = {n: t[active] for n, t in self.stacked_frozen.items()}
 
         def one(params, frozen_params, xb, lb):
@@ -198,22 +197,6 @@ def fused_step(pack: Pack, active: list[int], batches: list[Batch]) -> None:
         loop.step += 1
 
 
-def _after_step(run: Run, bar: tqdm, show: bool) -> None:
-    """The lone loop's per-step bookkeeping for one run (fpt.train.run_steps): evaluate
-    every eval_every steps and at the end, checkpoint every ckpt_every. A run that diverges
-    or stops early is done (Loop.done) and leaves the pack."""
-    loop, spec = run.loop, run.spec
-    if loop.step % spec.eval_every == 0 or loop.step == spec.steps:
-        if not run.record():
-            log.warning("%s diverged (non-finite loss) by step %d", spec.path, loop.step)
-            return
-        log_evaluation(run, bar, show)
-        if loop.stopped:
-            return
-    if loop.step % spec.ckpt_every == 0 and loop.step < spec.steps:
-        run.save()
-
-
 def run_pack_steps(runs: list[Run], preempted: Preempted, show: bool) -> None:
     """Train every run of a pack to its end. Each step advances the unfinished runs that
     are furthest behind together (after a resume they can stand at different steps)."""
@@ -250,7 +233,7 @@ def run_pack_steps(runs: list[Run], preempted: Preempted, show: bool) -> None:
             fused_step(pack, [active[k] for k in ks], [batches[k] for k in ks])
         bar.update(len(active))
         for i in active:
-            _after_step(runs[i], bar, show)
+            after_step(runs[i], bar, show)
         if preempted.signum is not None:
             for run in runs:
                 if not run.loop.done:

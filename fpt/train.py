@@ -519,6 +519,26 @@ def log_evaluation(run: Run, bar: tqdm, show: bool) -> None:
         )
 
 
+def after_step(run: Run, bar: tqdm, show: bool) -> None:
+    """A run's bookkeeping after each training step (here and in fpt.fused's packs):
+    evaluate every `eval_every` steps and at the end, checkpoint every `ckpt_every` steps. A
+    non-finite loss or early stopping ends the run (Loop.done) with no checkpoint here."""
+    loop, spec = run.loop, run.spec
+    if loop.step % spec.eval_every == 0 or loop.step == spec.steps:
+        if not run.record():
+            log.warning(
+                "%s diverged (non-finite loss) by step %d; ending the run as a result",
+                spec.path,
+                loop.step,
+            )
+            return
+        log_evaluation(run, bar, show)
+        if loop.stopped:
+            return
+    if loop.step % spec.ckpt_every == 0 and loop.step < spec.steps:
+        run.save()
+
+
 def run_steps(run: Run, preempted: Preempted, show: bool) -> None:
     """Train until the last step, early stopping or divergence: evaluate every `eval_every`
     steps and at the end, checkpoint every `ckpt_every` steps, and on a preemption signal
@@ -534,19 +554,9 @@ def run_steps(run: Run, preempted: Preempted, show: bool) -> None:
     while not loop.done:
         loop.advance()
         bar.update(1)
-        if loop.step % spec.eval_every == 0 or loop.step == spec.steps:
-            if not run.record():
-                log.warning(
-                    "%s diverged (non-finite loss) by step %d; ending the run as a result",
-                    spec.path,
-                    loop.step,
-                )
-                break
-            log_evaluation(run, bar, show)
-            if loop.stopped:
-                break
-        if loop.step % spec.ckpt_every == 0 and loop.step < spec.steps:
-            run.save()
+        after_step(run, bar, show)
+        if loop.diverged or loop.stopped:
+            break
         if preempted.signum is not None:
             run.save()
             bar.close()
