@@ -27,14 +27,15 @@ class EarlyStopping:
         self.stopped = False
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def update(self, step: int, val_accuracy: float, weights: dict[str, torch.Tensor]) -> bool:
-        """Record one evaluation; True when the run should stop now. `weights`: the trainable
-        tensors at `step` (copied only when they are a new best)."""
+    def update(self, step: int, val_accuracy: float, model: torch.nn.Module) -> bool:
+        """Record one evaluation; True when the run should stop now. `model`'s trainable
+        tensors at `step` are copied only when they are a new best, and on their own device:
+        a copy to the host at every evaluation would stall a GPU for nothing."""
         if math.isfinite(val_accuracy) and val_accuracy > self.best_accuracy:
             self.best_accuracy, self.best_step, self.bad_evals = val_accuracy, step, 0
-            # clone: on CPU, .cpu() of a parameter shares its storage and training would
-            # overwrite the copy
-            self.best_state = {k: v.detach().cpu().clone() for k, v in weights.items()}
+            self.best_state = {
+                n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+            }
         else:
             self.bad_evals += 1
         self.stopped = self.bad_evals >= self.patience

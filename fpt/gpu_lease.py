@@ -16,8 +16,10 @@ released and CUDA_VISIBLE_DEVICES put back as it was.
 
 No lease (None, the environment untouched) when:
 - the device is "cpu";
-- the process runs inside a SLURM job (SLURM_JOB_ID set): the job's gres allotted its GPU
-  and SLURM set CUDA_VISIBLE_DEVICES;
+- the process runs inside a SLURM job (SLURM_JOB_ID set) that was given at most one GPU: its
+  CUDA_VISIBLE_DEVICES, set by SLURM, names the job's GPU (or none). A job or allocation given
+  several (Snakemake run inside `salloc --gpus=8`, or a pack job on a whole node) leases among
+  the inherited CUDA_VISIBLE_DEVICES, in a lease folder of that SLURM job's own;
 - there are no GPUs to choose from.
 
 Which GPUs (`visible_gpus`): the config key `gpus`, which the Snakefile exports to its jobs as
@@ -157,8 +159,11 @@ def _count_gpus() -> int:
 
 
 def visible_gpus() -> list[str]:
-    """The GPUs jobs lease from: FPT_GPUS's ids; with "all", an inherited
+    """The GPUs jobs lease from: inside a SLURM job, the GPUs SLURM gave it (its
+    CUDA_VISIBLE_DEVICES); else FPT_GPUS's ids; with "all", an inherited
     CUDA_VISIBLE_DEVICES's entries, else every GPU torch counts (0..n-1)."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return _inherited_visible() or []
     ids = configured_gpus()
     if ids is not None:
         return ids
@@ -172,17 +177,21 @@ def skip_reason(device: str) -> str | None:
     """Why a job on `device` leases no GPU (None: it leases one, if there are GPUs)."""
     if device == "cpu":
         return "device cpu"
-    if os.environ.get("SLURM_JOB_ID"):
-        return f"SLURM job {os.environ['SLURM_JOB_ID']}: its gres allotted the GPU"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and len(_inherited_visible() or []) <= 1:
+        return f"SLURM job {job} was given at most one GPU (CUDA_VISIBLE_DEVICES)"
     return None
 
 
 def lease_dir() -> Path:
-    """$FPT_GPU_LEASE_DIR, else one folder per user in the system's temp dir."""
+    """$FPT_GPU_LEASE_DIR, else one folder per user in the system's temp dir, one per SLURM
+    job inside a job (two allocations on one node may number their GPUs alike)."""
     raw = os.environ.get(DIR_ENV)
     if raw:
         return Path(raw)
-    return Path(tempfile.gettempdir()) / f"fpt-gpu-leases-{os.getuid()}"
+    job = os.environ.get("SLURM_JOB_ID")
+    suffix = f"-slurm{job}" if job else ""
+    return Path(tempfile.gettempdir()) / f"fpt-gpu-leases-{os.getuid()}{suffix}"
 
 
 # --- the lock files ------------------------------------------------------------------------

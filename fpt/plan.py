@@ -47,8 +47,8 @@ Per run, from the run's spec alone (no data, no weights):
   head trains), the evaluation's transient activations and the dataset in memory. Frozen
   weights are held once per pack (once per seed when the backbone is drawn per seed). On a
   GPU the activations, states and weights live on the device: the host keeps the floor, the
-  CUDA runtime (`CUDA_HOST_MB`), the weights while loading, and the data; the plan reports
-  the device memory too. Calibration: measured peaks on this machine are 1.5 GB for GPT-2
+  CUDA runtime and libraries (`CUDA_HOST_MB`, an assumption until measured on a GPU), the
+  weights while loading, and the data; the plan reports the device memory too. Calibration: measured peaks on this machine are 1.5 GB for GPT-2
   small and 5.4 GB for GPT-2 large at batch 4; this model gives 1.2-1.8 GB and 5.0-6.7 GB
   on the short-sequence tasks (bits, CIFAR-10) before the safety factor, more for 512-1024
   token ListOps / homology (their activations and datasets).
@@ -126,7 +126,12 @@ DEFAULT_PACK_SIZE = 8  # the fused figure's pack when the config does not pack (
 
 # Memory model (bytes unless named otherwise).
 FLOOR_MB = 500  # Python, torch, transformers, fpt imported
-CUDA_HOST_MB = 1500  # host memory of the CUDA runtime and its libraries
+# Host memory a CUDA process holds beyond FLOOR_MB: the CUDA runtime and the libraries a torch
+# CUDA wheel loads (cuBLAS, cuDNN, NCCL, ...) with lazy module loading. Not measured by fpt
+# yet: an assumption from the 3-4 GB resident that torch + transformers processes on CUDA are
+# reported to hold (more with torch.compile). benchmarks/gpu_check.sh measures a CUDA training
+# job's peak RSS (max_rss_mb in its train step); calibrate this from it.
+CUDA_HOST_MB = 3000
 CUDA_CONTEXT_MB = 500  # device memory of the CUDA context
 LOAD_FACTOR = 1.5  # weights while loading: part of them held twice
 ACT_BYTES = {"fp32": 68, "tf32": 68, "bf16": 40}  # stored per token x width x block (training)

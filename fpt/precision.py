@@ -1,7 +1,8 @@
 """The `precision` setting: which arithmetic a run trains and evaluates in.
 
 - `fp32` (default): plain float32 everywhere, as the paper trained. On CUDA, TF32 tensor-core
-  matmuls and cuDNN convolutions/LSTMs are switched off (cuDNN allows TF32 by default).
+  matmuls and cuDNN convolutions/LSTMs are switched off (cuDNN allows TF32 by default):
+  `fp32_precision = "ieee"` for cuBLAS and cuDNN (`set_tf32`).
 - `tf32`: float32 storage with TF32 matmuls and cuDNN on CUDA (about 10 mantissa bits in the
   products); a CUDA mode only: on a CPU it would be fp32 under another name, so it is refused.
 - `bf16`: bfloat16 autocast for the forward pass (weights, optimizer and loss stay float32),
@@ -34,12 +35,21 @@ def configure(precision: str, device: torch.device) -> Autocast:
             "arithmetic) or bf16"
         )
     if device.type == "cuda":  # process-wide switches: a training process runs one run
-        tf32 = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+        set_tf32(precision == "tf32")
     if precision == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext
+
+
+def set_tf32(on: bool) -> None:
+    """TF32 for float32 matmuls (cuBLAS) and cuDNN on or off, through the API the installed
+    torch has: `fp32_precision` ("tf32" / "ieee") where it exists (torch >= 2.9, which warns
+    about the legacy `allow_tf32` flags and raises when the two are mixed), else the flags."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(cudnn, "fp32_precision"):
+        matmul.fp32_precision = cudnn.fp32_precision = "tf32" if on else "ieee"
+    else:
+        matmul.allow_tf32 = cudnn.allow_tf32 = on
 
 
 def device_name(device: torch.device) -> str:

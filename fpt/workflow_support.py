@@ -217,3 +217,86 @@ def write_plan(config: Mapping[str, Any], tsv: str | Path, md: str | Path, log: 
         logger.info("\n%s", table)
         print(table, end="", flush=True)
         _log_outputs(logger, [tsv, md])
+
+
+# ---- GPUs on the machine Snakemake runs on ---------------------------------------------------
+
+
+def gpu_slots(config: Mapping[str, Any], local: bool) -> list[str] | None:
+    """The GPUs this machine's training jobs lease (fpt.gpu_lease: the config's `gpus`, or
+    those SLURM gave the allocation Snakemake runs in), one slot each x `runs_per_gpu`; [] on
+    a machine without GPUs or with device cpu; None where the jobs run elsewhere (a cluster
+    executor: the jobs' own GPUs come from the cluster). Counting initialises no CUDA."""
+    if not local:
+        return None
+    if config["device"] == "cpu":
+        return []
+    from fpt import gpu_lease
+
+    return gpu_lease.visible_gpus()
+
+
+def train_job_gpus(config: Mapping[str, Any], gpus: list[str] | None) -> int:
+    """A training job's `gpu` resource: 1 where it leases (or, on a cluster, asks for) one."""
+    if config["device"] == "cpu":
+        return 0
+    return 0 if gpus == [] else 1
+
+
+def train_job_threads(config: Mapping[str, Any], gpus: list[str] | None, cores: int | None) -> int:
+    """A training job's threads: `train_threads` on a CPU (cores decide how many run at once)
+    or on a cluster; on a machine with GPUs, a share of the cores small enough that every GPU
+    slot gets a job (a GPU job feeds the GPU with a thread or two)."""
+    threads = int(config["train_threads"])
+    if not gpus or not cores:
+        return threads
+    slots = len(gpus) * int(config["runs_per_gpu"])
+    return max(1, min(threads, cores // slots))
+
+
+def describe_gpus(config: Mapping[str, Any], gpus: list[str], threads: int) -> str:
+    """The line Snakemake prints as it starts, on a machine with GPUs."""
+    per = int(config["runs_per_gpu"])
+    return (
+        f"fpt: {len(gpus)} GPU(s) found ({','.join(gpus)}), {per} run(s) per GPU: up to "
+        f"{len(gpus) * per} training jobs at a time, {threads} thread(s) each"
+    )
+
+
+def gpu_model(gpu: str) -> str | None:
+    """The catalogue name (fpt.plan.GPUS) of GPU `gpu` as nvidia-smi names it; None where
+    nvidia-smi is missing or names a GPU the catalogue lacks. Asking torch would initialise
+    CUDA in the Snakemake process and hold a context on the GPU for the whole run."""
+    import subprocess
+
+    from fpt import plan
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", gpu],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return plan.gpu_for_device_name(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def plan_summary(config: Mapping[str, Any], gpus: list[str] | None, source: str) -> str:
+    """The plan's total (`fpt plan`) for the hardware found, printed as the workflow starts:
+    on this CPU, or on the GPU model found (else the config's `estimate.gpu`), divided over
+    the GPUs found."""
+    from fpt import plan
+
+    found = gpu_model(gpus[0]) if gpus else None
+    hw = plan.Hardware.from_config(config, gpu=found)
+    total = plan.plan(config, hw, source=source).total
+    if config["device"] == "cpu" or gpus == []:
+        cost = f"about {plan.fmt_duration(total.cpu_s)} on this CPU, one run after another"
+    else:
+        cost = f"about {plan.fmt_duration(total.gpu_fused_s)} on one {plan.GPUS[hw.gpu].name}"
+        if gpus:
+            each = plan.fmt_duration(total.gpu_fused_s / len(gpus))
+            cost += f", ~{each} on the {len(gpus)} GPU(s) here"
+    return f"fpt plan: {total.runs} runs, {cost} (details: fpt plan --configfile {source})"

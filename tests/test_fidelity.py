@@ -5,6 +5,8 @@ noise-aware convergence criterion and captions; the task-side points (val_size 0
 parameter counts) are in tests/test_fidelity_tasks.py and tests/test_describe.py, the
 reference LSTM in tests/test_lstm_reference.py."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,7 @@ from fpt.metrics import SCHEMA_VERSION, read_run, to_table, write_atomic
 from fpt.models.build import build_backbone
 from fpt.spec import RunSpec
 from fpt.train import train
+from tests.conftest import REPO
 from tests.synthetic import metric_rows
 
 
@@ -167,6 +170,33 @@ def test_precision_modes():
         assert (a @ b).dtype == torch.float32
     fp32, bf16 = (RunSpec("bit_xor", "gpt2", "tiny", precision=p) for p in ("fp32", "bf16"))
     assert fp32.path != bf16.path and "--precision" in bf16.cli_args()
+
+
+# A fresh process (precision switches are process-wide): import what trains, configure every
+# mode for a CUDA device (the switches need no GPU) with every warning an error.
+PRECISION_FLAGS = """
+import warnings
+warnings.simplefilter("error")
+import torch
+import fpt.train, fpt.fused
+from fpt import precision
+cuda = torch.device("cuda")
+for mode, want in (("tf32", "tf32"), ("fp32", "ieee"), ("bf16", "ieee")):
+    precision.configure(mode, cuda)
+    got = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+           torch.backends.cudnn.rnn.fp32_precision)
+    assert got == (want,) * 3, (mode, got)
+print("ok")
+"""
+
+
+def test_precision_switches_use_the_new_torch_api_without_a_warning():
+    """torch >= 2.9 deprecates the `allow_tf32` flags and raises when they are mixed with
+    `fp32_precision`: fpt sets only the latter, and nothing it imports warns."""
+    out = subprocess.run(
+        [sys.executable, "-c", PRECISION_FLAGS], capture_output=True, text=True, cwd=REPO
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_a_bf16_run_records_bf16(tmp_path):

@@ -4,6 +4,7 @@ real processes holding real flocks in a lease folder of the test's own."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,8 +163,8 @@ def test_leases_held_in_one_process_are_distinct_and_released(leases):
     "device, env",
     [
         ("cpu", {}),
-        ("cuda", {"SLURM_JOB_ID": "77"}),  # the cluster's gres allotted the GPU
-        ("auto", {"SLURM_JOB_ID": "77"}),
+        ("cuda", {"SLURM_JOB_ID": "77"}),  # a job given no GPU
+        ("auto", {"SLURM_JOB_ID": "77", "CUDA_VISIBLE_DEVICES": "3"}),  # the job's one GPU
         ("auto", {gpu_lease.GPUS_ENV: "all", "CUDA_VISIBLE_DEVICES": ""}),  # no GPUs
         ("auto", {gpu_lease.GPUS_ENV: "all", "CUDA_VISIBLE_DEVICES": "-1"}),
     ],
@@ -176,6 +177,24 @@ def test_no_lease_on_cpu_in_slurm_or_without_gpus(leases, monkeypatch, device, e
         assert gpu is None
         assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
     assert not (leases / "leases").exists()  # not a lock file made
+
+
+def test_inside_a_slurm_allocation_of_several_gpus_jobs_lease_among_them(jobs, monkeypatch):
+    """Snakemake run inside `salloc --gpus=2` (or sbatch on a whole node): SLURM set
+    CUDA_VISIBLE_DEVICES to the allocation's GPUs; each job takes one of those, never all
+    the same one. FPT_GPUS (the config's ids, for a workstation) does not apply."""
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    a, b = jobs("a"), jobs("b")
+    assert {a.leased(), b.leased()} == {("4", "4"), ("6", "6")}
+
+
+def test_the_lease_folder_is_the_slurm_jobs_own(monkeypatch):
+    monkeypatch.delenv(gpu_lease.DIR_ENV, raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    outside = gpu_lease.lease_dir()
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert gpu_lease.lease_dir() == outside.with_name(outside.name + "-slurm77")
 
 
 def test_all_means_the_inherited_visible_gpus_else_every_gpu_torch_counts(monkeypatch):
@@ -254,3 +273,67 @@ def test_fpt_train_trains_under_the_lease_and_not_on_cpu(leases, monkeypatch):
         argv = ["train", "--task", "bit_xor", "--backbone", "gpt2", "--device", device]
         assert cli.main([*argv, "--out", str(out)]) == 0
     assert seen == ["1", None]
+
+
+@pytest.mark.slow
+def test_snakemake_gives_every_gpu_slot_a_training_job(tmp_path):
+    """Three fake GPUs (the config's `gpus`; no CUDA here, so each job trains on the CPU
+    under its lease) and four runs, with only --cores: three jobs train at once, each on its
+    own GPU, and none starts before a slot is free. The workflow says how many GPUs it found.
+    (Jobs one at a time would all lease GPU 0, the first free one; a fourth job started
+    beside the three would log that it waits for a GPU.)"""
+    import yaml
+
+    from tests.conftest import SNAKEMAKE
+
+    config = {
+        "label": "gpu slots",
+        "results_dir": "results",
+        "figures_dir": "figures",
+        "device": "auto",
+        "gpus": [0, 1, 2],
+        "train_threads": 4,
+        "defaults": {
+            "backbone": "gpt2",
+            "size": "tiny",
+            "init": "random",
+            "steps": 120,
+            "batch_size": 8,
+            "eval_every": 120,
+            "ckpt_every": 120,
+            "options": {"val_size": 16, "test_size": 16},
+        },
+        "experiments": {
+            "table1": {
+                "grid": {
+                    "task": ["bit_xor"],
+                    "backbone": ["gpt2"],
+                    "init": ["random"],
+                    "trainable": ["fpt"],
+                    "seed": [0, 1, 2, 3],
+                }
+            }
+        },
+    }
+    (tmp_path / "gpus.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES")}
+    env[gpu_lease.DIR_ENV] = str(tmp_path / "leases")
+    cmd = [*SNAKEMAKE, "--directory", str(tmp_path), "--configfile", str(tmp_path / "gpus.yaml")]
+    out = subprocess.run(
+        [*cmd, "--cores", "4", "results/metrics.parquet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert (
+        "fpt: 3 GPU(s) found (0,1,2), 1 run(s) per GPU: up to 3 training jobs at a time, "
+        "1 thread(s) each" in out.stderr
+    )
+    assert "fpt plan: 4 runs" in out.stderr
+    logs = [p.read_text() for p in (tmp_path / "results/logs/train").rglob("*.log")]
+    leased = [re.findall(r"leased GPU (\d+)", text) for text in logs]
+    assert len(logs) == 4 and all(len(ids) == 1 for ids in leased), logs
+    assert {ids[0] for ids in leased} == {"0", "1", "2"}
+    assert not any("waiting for a GPU" in text for text in logs)

@@ -346,3 +346,56 @@ def test_accumulated_gradient_weights_each_micro_batch_by_its_size():
         unweighted += torch.cat([p.grad.flatten() for p in params])
     unweighted /= max(1.0, unweighted.norm().item())  # clipped at 1.0, as train_step does
     assert not torch.allclose(unweighted, whole, rtol=1e-5, atol=1e-6)
+
+
+SHORT = RunSpec(**{**SPEC.to_json(), "steps": 30})
+
+
+def _checkpoint_at_step_10(out) -> dict:
+    """A run of SHORT trained 10 steps on CPU and checkpointed there; its checkpoint state."""
+    from fpt.train import setup
+
+    run = setup(SHORT, out, device="cpu", threads=1)
+    run.record()
+    for _ in range(10):
+        run.loop.advance()
+    run.save()
+    return checkpoint.load_latest(out / "checkpoint", SHORT.to_json())
+
+
+def test_a_cpu_checkpoint_records_its_device_and_no_gpu_states(tmp_path):
+    rng = _checkpoint_at_step_10(tmp_path)["rng"]
+    assert rng["device"] == "cpu"
+    assert "cuda" not in rng
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["device-recorded", "older-checkpoint"])
+def test_a_resume_on_another_device_reseeds_its_streams_and_goes_on(tmp_path, caplog, recorded):
+    """A checkpoint made on CUDA resumed on the CPU (the same happens the other way): the
+    CUDA generator's state (16 bytes, Philox) cannot be loaded into a CPU generator. The
+    mismatch is logged and the run goes on from the checkpoint's step with streams reseeded
+    from its seed and step: deterministic, and its rows before the step are the checkpoint's.
+    Older checkpoints did not record the device; a state of the wrong size says it for them."""
+    results = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        state = _checkpoint_at_step_10(out)
+        state["rng"]["data"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
+        if recorded:
+            state["rng"]["device"] = "cuda"
+        else:
+            state["rng"].pop("device")
+        checkpoint.save(out / "checkpoint", state)
+        with caplog.at_level("WARNING", logger="fpt.train"):
+            results.append(read_run(train(SHORT, out, device="cpu", handle_signals=False)))
+        assert "RNG states do not carry over between devices" in caplog.text
+        assert "reseeded from seed 0 and step 10" in caplog.text
+        caplog.clear()
+    a, b = results
+    assert a["step"].max() == SHORT.steps
+    pd.testing.assert_frame_equal(a[COMPARE], b[COMPARE])  # the reseeded run is deterministic
+    straight = read_run(train(SHORT, tmp_path / "straight", device="cpu", handle_signals=False))
+    first = a[a["step"] == 0][COMPARE].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        first, straight[straight["step"] == 0][COMPARE].reset_index(drop=True)
+    )

@@ -1,6 +1,7 @@
-# Training: one job = one run = at most one GPU. On a workstation `fpt train` leases a slot of
-# one GPU (fpt/gpu_lease.py: config gpus, runs_per_gpu) and sees only it; its resource gpu=1
-# counts slots, so --resources gpu=<GPUs x runs_per_gpu> starts no job that would wait for one.
+# Training: one job = one run (or one fused pack) = at most one GPU. On a workstation `fpt train`
+# leases a slot of one GPU (fpt/gpu_lease.py: config gpus, runs_per_gpu) and sees only it; its
+# resource gpu=1 counts slots, of which the Snakefile registers as many as the GPUs found x
+# runs_per_gpu, so every slot gets a job and none starts to wait for one.
 # Checkpoints live in the run folder but are not declared outputs, so Snakemake never
 # deletes them and a rerun resumes. Its resources
 # come from the config (train_threads, train_mem_mb, train_runtime_min, device; the last two
@@ -48,7 +49,7 @@ rule train:
         f"{RESULTS}/benchmarks/train/{{run}}.tsv"
     conda:
         "../envs/fpt.yaml"
-    threads: config["train_threads"]
+    threads: TRAIN_THREADS
     resources:
         # train_mem_mb / train_runtime_min: auto = the run's estimate (fpt/plan.py, cached per
         # model shape), or a number for every job.
@@ -57,8 +58,8 @@ rule train:
         runtime=lambda wc, attempt: (
             fpt_ws.train_resources([GRID.runs[wc.run]], config)["runtime"] * attempt
         ),
-        # one GPU slot per job that leases one (all but device cpu)
-        gpu=0 if config["device"] == "cpu" else 1,
+        # one GPU slot per job that leases one (none with device cpu or on a machine without GPUs)
+        gpu=TRAIN_GPU,
     params:
         args=lambda w: train_args(w.run),
         out=lambda w: f"{RESULTS}/runs/{w.run}",
@@ -97,11 +98,11 @@ for _pack, _runs in GRID.packs.items():
             f"{RESULTS}/benchmarks/train/{_pack}.tsv"
         conda:
             "../envs/fpt.yaml"
-        threads: config["train_threads"]
+        threads: TRAIN_THREADS
         resources:
             mem_mb=pack_resources(_runs)["mem_mb"],
             runtime=pack_runtime(_runs),
-            gpu=0 if config["device"] == "cpu" else 1,
+            gpu=TRAIN_GPU,
         params:
             args=pack_args(_runs),
             results=pack_results(_runs),
