@@ -19,15 +19,29 @@ dropout, for which the pack runs the eager attention path) is drawn from the run
 generator, which starts from the state the lone run's global RNG would have and is what the
 run's checkpoint stores as its torch RNG state. On CPU the masks are the lone run's masks bit
 for bit (`torch.dropout` draws `bernoulli_(1 - p)` on a tensor of the input's shape), so a
-fused run matches its lone twin within float tolerance (tests/test_fused.py) and a pack's
-checkpoint resumes as a lone run and vice versa. (On CUDA a lone run's dropout uses the fused
-native kernel, a different draw: a fused CUDA run is the same distribution, not the same
-masks.)
+fused run matches its lone twin within float tolerance (tests/test_fused.py,
+tests/test_fused_families.py) and a pack's checkpoint resumes as a lone run and vice versa.
+(On CUDA a lone run's dropout uses the fused native kernel, a different draw: a fused CUDA
+run is the same distribution, not the same masks.)
+
+Only public torch and transformers APIs are called, but the pack leans on behaviours that
+an upgrade could change without an error, each pinned by tests/test_fused_families.py (with
+every packing family on a padded token task and an image task, fused == lone):
+- torch's dropout draws `bernoulli_(1 - p)` on a tensor of the input's shape and divides by
+  1 - p (the per-run masks equal the lone run's), and every dropout of the models goes
+  through `torch.nn.functional.dropout`, which the pack swaps for its per-run one;
+- transformers' eager attention path (`PreTrainedModel.set_attn_implementation("eager")`,
+  on the pack's own copy of the model) and its eager mask function, found in
+  `masking_utils.ALL_MASK_ATTENTION_FUNCTIONS["eager"]` and called with
+  `allow_is_bidirectional_skip=False` for the stacked forward;
+- Longformer's layers as fpt.models.backbones.LongformerBackbone drives them.
+`VERIFIED_WITH` names the versions this was checked with; a pack on others logs a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import sys
 from collections.abc import Iterator
@@ -36,7 +50,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch._C import _functorch
 from torch.func import functional_call, vmap
 from tqdm import tqdm
 
@@ -56,6 +69,21 @@ from fpt.train import (
 
 log = logging.getLogger("fpt.fused")
 
+# The torch and transformers versions (major.minor) the behaviours above were checked with.
+VERIFIED_WITH = {"torch": ("2.13",), "transformers": ("5.25",)}
+
+
+def unverified_versions() -> list[str]:
+    """The installed torch / transformers versions that VERIFIED_WITH does not name."""
+    import transformers
+
+    have = {"torch": torch.__version__, "transformers": transformers.__version__}
+    return [
+        f"{name} {v}"
+        for name, v in have.items()
+        if ".".join(str(v).split(".")[:2]) not in VERIFIED_WITH[name]
+    ]
+
 
 class Pack:
     """The loops of one pack's runs and the stacked forward over their models. Each loop
@@ -64,9 +92,16 @@ class Pack:
     def __init__(self, loops: list[Loop]) -> None:
         if any(loop.dropout_rng is None for loop in loops):
             raise ValueError("each loop of a pack needs its own dropout generator")
+        unverified = unverified_versions()
+        if unverified:
+            log.warning(
+                "fused packs were checked with %s, not %s: run tests/test_fused_families.py "
+                "before trusting a pack's runs to equal the lone runs",
+                ", ".join(f"{k} {'/'.join(v)}" for k, v in VERIFIED_WITH.items()),
+                ", ".join(unverified),
+            )
         self.loops = loops
         self.gens = [loop.dropout_rng for loop in loops]
-        self.template = loops[0].model
         models = [loop.model for loop in loops]
         # each run's parameters by name, looked up once: the stacked forward reads them every
         # micro-batch (the tensors are the loops' own, which their optimizers update)
@@ -83,82 +118,94 @@ class Pack:
                 self.shared[name] = p0.detach()
             else:
                 self.stacked_frozen[name] = torch.stack([n[name].detach() for n in named])
-        self.buffers = dict(self.template.named_buffers())
-        self.configs = _attention_configs(self.template)
+        self.buffers = dict(models[0].named_buffers())
+        self.template = eager_template(models[0])
+        # set flag by flag, not with train(): transformers' train() also switches hub kernels,
+        # which cannot load onto the copy's meta tensors
+        self.modes = list(zip(self.template.modules(), models[0].modules(), strict=True))
 
     def forward(self, active: list[int], x: torch.Tensor, lengths: torch.Tensor | None):
         """Logits of runs `active` (indices into the pack) on their stacked inputs."""
         stacked = {n: torch.stack([self.named[i][n] for i in active]) for n in self.trainable}
         frozen = {n: t[active] for n, t in self.stacked_frozen.items()}
+        # which run each vmapped call is (a batched 0-dim tensor): picks its dropout masks
+        run: dict[str, torch.Tensor] = {}
 
-        def one(params, frozen_params, xb, lb):
+        def one(params, frozen_params, index, xb, lb):
+            run["index"] = index
             args = (xb,) if lb is None else (xb, lb)
             return functional_call(
                 self.template, ({**params, **frozen_params, **self.shared}, self.buffers), args
             )
 
-        in_dims = (0, 0, 0, None if lengths is None else 0)
+        index = torch.arange(len(active), device=x.device)
+        in_dims = (0, 0, 0, 0, None if lengths is None else 0)
         gens = [self.gens[i] for i in active]
-        with _eager_attention(self.configs), _per_run_dropout(gens):
-            return vmap(one, in_dims=in_dims, randomness="same")(stacked, frozen, x, lengths)
+        for copied, own in self.modes:  # each module's train/eval flag, as in run 0's model
+            copied.training = own.training
+        with _masks_always_built(), _per_run_dropout(gens, run):
+            return vmap(one, in_dims=in_dims, randomness="same")(stacked, frozen, index, x, lengths)
 
 
-def _attention_configs(model: torch.nn.Module) -> list[Any]:
-    """The Hugging Face configs in `model` whose attention implementation the pack switches."""
-    seen: dict[int, Any] = {}
-    for mod in model.modules():
-        cfg = getattr(mod, "config", None)
-        if cfg is not None and hasattr(cfg, "_attn_implementation"):
-            seen[id(cfg)] = cfg
-    return list(seen.values())
+def eager_template(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model`'s modules with no storage (meta tensors; the pack's functional_call
+    passes every tensor in), on transformers' eager attention path: its dropout is an
+    F.dropout call (drawn per run below), and SDPA's CPU kernel has no vmap batching rule.
+    Same arithmetic as SDPA within float tolerance, same dropout draws
+    (tests/test_fused_families.py). A copy, so the runs' own models keep SDPA for their
+    evaluations, and nothing is switched back and forth."""
+    from transformers import PreTrainedModel
+
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(
+            torch.empty_like(p, device="meta"), requires_grad=p.requires_grad
+        )
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    template = copy.deepcopy(model, memo)
+    for mod in template.modules():
+        if isinstance(mod, PreTrainedModel):
+            mod.set_attn_implementation("eager")
+    return template
 
 
 @contextlib.contextmanager
-def _eager_attention(configs: list[Any]) -> Iterator[None]:
-    """The eager attention path for the stacked forward: its dropout is an F.dropout call
-    (drawn per run below), and SDPA's CPU kernel has no vmap batching rule. Same arithmetic
-    as SDPA within float tolerance, same dropout draws (tests/test_fused.py). Its padding
-    mask is always built: the shortcut that drops a mask without padding asks the (batched)
-    mask `.all()`, control flow that vmap cannot trace."""
-    from transformers.masking_utils import AttentionMaskInterface
+def _masks_always_built() -> Iterator[None]:
+    """transformers' eager padding mask, always built: its shortcut that drops a mask
+    without padding asks the (batched) mask `.all()`, control flow that vmap cannot trace.
+    Registered in the mask interface (its documented way to override a mask function) for
+    the stacked forward only."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    before = [c._attn_implementation for c in configs]
-    masks = AttentionMaskInterface._global_mapping
-    eager_mask = masks["eager"]
+    eager_mask = ALL_MASK_ATTENTION_FUNCTIONS["eager"]
 
     def always_built(*args, **kwargs):
         return eager_mask(*args, **{**kwargs, "allow_is_bidirectional_skip": False})
 
-    for c in configs:
-        c._attn_implementation = "eager"
-    masks["eager"] = always_built
+    AttentionMaskInterface.register("eager", always_built)
     try:
         yield
     finally:
-        masks["eager"] = eager_mask
-        for c, impl in zip(configs, before, strict=True):
-            c._attn_implementation = impl
+        AttentionMaskInterface.register("eager", eager_mask)
 
 
 @contextlib.contextmanager
-def _per_run_dropout(gens: list[torch.Generator]) -> Iterator[None]:
+def _per_run_dropout(gens: list[torch.Generator], run: dict[str, torch.Tensor]) -> Iterator[None]:
     """F.dropout under the pack's vmap draws each run's mask from that run's generator, as
     `torch.dropout` would from the lone run's global RNG: bernoulli_(1 - p) on a tensor of
-    the (per-run) input's shape, divided by 1 - p."""
+    the (per-run) input's shape, divided by 1 - p. The runs' masks are drawn as rows of one
+    tensor; indexing it with the run's index (`run["index"]`, batched under vmap) gives each
+    vmapped call its own row."""
     original = F.dropout
 
     def dropout(input, p=0.5, training=True, inplace=False):
-        level = _functorch.maybe_current_level()
-        if not training or p == 0.0 or level is None:
+        if not training or p == 0.0:
             return original(input, p, training, inplace)
-        masks = [
-            torch.empty(input.shape, dtype=input.dtype, device=input.device).bernoulli_(
-                1 - p, generator=g
-            )
-            for g in gens
-        ]
-        noise = torch.stack(masks).div_(1 - p)
-        return input * _functorch._add_batch_dim(noise, 0, level)
+        noise = torch.empty((len(gens), *input.shape), dtype=input.dtype, device=input.device)
+        for row, g in zip(noise, gens, strict=True):
+            row.bernoulli_(1 - p, generator=g)
+        return input * noise.div_(1 - p)[run["index"]]
 
     F.dropout = dropout
     try:

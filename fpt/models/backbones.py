@@ -296,8 +296,8 @@ class T5Backbone(Backbone):
 class LongformerBackbone(BertBackbone):
     """Longformer (RoBERTa layout; its attention holds extra query/key/value projections for
     global attention, all in `attn`). Sliding-window attention needs the sequence length to be
-    a multiple of the window (512 for longformer-base-4096); LongformerModel pads with masked
-    pad tokens itself. For short sequences (T - 1 <= window / 2, e.g. Bit XOR's 10 tokens or
+    a multiple of the window (512 for longformer-base-4096); `forward` pads with masked pad
+    tokens, as LongformerModel does. For short sequences (T - 1 <= window / 2, e.g. Bit XOR's 10 tokens or
     CIFAR-10's 64) every token already sees every other token, so we shrink the window to the
     smallest even size that still covers the sequence, which gives the same outputs (the
     padding is masked either way) at a fraction of the padded length. We use local attention
@@ -335,13 +335,48 @@ class LongformerBackbone(BertBackbone):
             blk.attention.self.one_sided_attn_window_size = w // 2
 
     def forward(self, embeds, attention_mask=None, output_attentions=False):
-        self._set_windows(self.window_for(embeds.shape[1]))
+        """LongformerModel's forward for local attention only, written out: its encoder asks
+        the mask whether any token attends globally (`.item()`, a device-to-host sync on every
+        forward, which vmap cannot trace: fpt.fused), and its mask set-up assigns through a
+        boolean index (another sync). Without global tokens the answer is known: no. The
+        rest is LongformerModel's own steps, in its order (the same dropout draws):
+        tests/test_fused_families.py checks it against LongformerModel bit for bit."""
+        windows = self.window_for(embeds.shape[1])
+        self._set_windows(windows)
+        model, (b, t) = self.model, embeds.shape[:2]
         if attention_mask is None:
-            attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        out = self.model(
-            inputs_embeds=embeds, attention_mask=attention_mask, output_attentions=output_attentions
+            attention_mask = torch.ones((b, t), dtype=torch.long, device=embeds.device)
+        token_types = torch.zeros((b, t), dtype=torch.long, device=embeds.device)
+        # pad to a multiple of the window with the pad token's embedding, masked
+        w = max(windows)
+        pad = (w - t % w) % w
+        if pad:
+            pad_ids = embeds.new_full((b, pad), model.config.pad_token_id, dtype=torch.long)
+            embeds = torch.cat([embeds, model.embeddings(pad_ids)], dim=-2)
+            attention_mask = nn.functional.pad(attention_mask, (0, pad), value=0)
+            token_types = nn.functional.pad(token_types, (0, pad), value=0)
+        h = model.embeddings(token_type_ids=token_types, inputs_embeds=embeds)
+        masked = attention_mask == 0
+        # the additive mask the layers expect: 0 attends, the dtype's minimum does not
+        additive = torch.zeros(masked.shape, dtype=h.dtype, device=h.device).masked_fill(
+            masked, torch.finfo(h.dtype).min
         )
-        return self._result(out, output_attentions)
+        no_global = torch.zeros_like(masked)
+        maps = []
+        for layer in model.encoder.layer:
+            out = layer(
+                h,
+                attention_mask=additive,
+                is_index_masked=masked,
+                is_index_global_attn=no_global,
+                is_global_attn=False,
+                output_attentions=output_attentions,
+            )
+            h = out[0]
+            if output_attentions:  # (B, T, heads, window + 1) -> (B, heads, T, window + 1)
+                maps.append(out[1].transpose(1, 2)[:, :, :t])
+        h = h[:, :t]
+        return (h, tuple(maps)) if output_attentions else h
 
 
 class LSTMBackbone(Backbone):

@@ -62,7 +62,12 @@ def build_backbone(
         if fam.name != "lstm":
             random_inits.apply(fam.name, model, random_init)
     else:
-        kwargs = dict(extra, **overrides, **({"attn_implementation": impl} if impl else {}))
+        kwargs = dict(extra, **overrides)
+        if impl is not None:  # a transformers model
+            # No hub kernels (transformers 5 swaps them in by default where the `kernels`
+            # package is installed and the hub is reachable): a run's arithmetic must not
+            # depend on the network, and a downloaded kernel has no vmap rule (fpt.fused).
+            kwargs.update(attn_implementation=impl, use_kernels=False)
         model = load_pretrained(backbone, size, weights_dir, **kwargs)
         if init == "stats":
             inits.stats_init_(model)

@@ -104,8 +104,9 @@ class Family:
     dropout_keys: tuple[str, ...] = ()
     reference_dropout: float | None = None
     # Whether runs of this family can train fused (fpt.fused: vmap over stacked runs, with
-    # per-run dropout through F.dropout and the eager attention path); tests/test_fused.py
-    # checks fused == lone for every family marked so.
+    # per-run dropout through F.dropout and the eager attention path): its forward must have
+    # no data-dependent control flow. tests/test_fused_families.py checks fused == lone for
+    # every family marked so, on a padded token task and an image task.
     packs: bool = False
 
     def config_overrides(

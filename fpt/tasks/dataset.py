@@ -152,28 +152,68 @@ class TokenTask(DatasetTask):
     - `reference`: the reference code's batches: `lengths=None` (the model applies no mask
       and reads the last position, usually a pad token), padded with 0 to `input.n_tokens`
       when `reference_pads_to_max` (ListOps) or to the batch's longest example (homology).
+
+    A batch's width (its longest example) is read from each split's lengths kept on the
+    host (`host_lengths`), not from the device copy: on an accelerator, reading a device
+    value back waits for all the work queued before it. Evaluation batches are planned once
+    per split (order and widths); a training batch's width is known on the host when its
+    indices are drawn there (a CPU generator), else it is read from the device.
     """
 
     # `readout: reference` pads every batch to input.n_tokens (True) or to its longest (False).
     reference_pads_to_max = False
 
-    def to_batch(self, s: Split, generator: torch.Generator | None) -> Batch:
+    def _to_device(self) -> None:
+        self.host_lengths = {k: v.lengths for k, v in self.splits.items()}
+        # (split, batch size) -> the device's order of the split's examples, each batch's width
+        self._eval_plans: dict[tuple[str, int], tuple[torch.Tensor, list[int]]] = {}
+        super()._to_device()
+
+    def to_batch(
+        self, s: Split, generator: torch.Generator | None, width: int | None = None
+    ) -> Batch:
+        """`width`: the longest of `s.lengths` when the caller knows it on the host (else it
+        is read from `s.lengths`)."""
         assert s.lengths is not None
-        width = int(s.lengths.max())
-        if self.options.get("readout", "last_token") == "reference":
-            if self.reference_pads_to_max:
-                width = self.input.n_tokens
+        reference = self.options.get("readout", "last_token") == "reference"
+        if reference and self.reference_pads_to_max:
+            width = self.input.n_tokens
+        elif width is None:
+            width = int(s.lengths.max())
+        if reference:
             x = s.x[:, :width].long()
             if x.shape[1] < width:  # stored splits are only as wide as their longest example
                 x = torch.nn.functional.pad(x, (0, width - x.shape[1]), value=0)
             return Batch(x, s.y[:, None], None)
         return Batch(s.x[:, :width].long(), s.y[:, None], s.lengths)
 
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        # DatasetTask.train_batch's draw
+        train = self.splits["train"]
+        idx = torch.randint(
+            0, len(train), (batch_size,), generator=generator, device=generator.device
+        )
+        width = None
+        if idx.device.type == "cpu":  # drawn on the host: the batch's lengths are known there
+            width = int(self.host_lengths["train"][idx].max())
+        return self.to_batch(train.take(idx.to(self.device)), generator, width)
+
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
-        # Sorted by length so that padding (and compute) is minimal; order does not change
-        # the mean loss or the accuracy.
         s = self.splits[split]
-        assert s.lengths is not None
-        order = torch.argsort(s.lengths, stable=True)
-        for i in range(0, len(s), batch_size):
-            yield self.to_batch(s.take(order[i : i + batch_size]), None)
+        order, widths = self._eval_plan(split, batch_size)
+        for k, i in enumerate(range(0, len(s), batch_size)):
+            yield self.to_batch(s.take(order[i : i + batch_size]), None, widths[k])
+
+    def _eval_plan(self, split: str, batch_size: int) -> tuple[torch.Tensor, list[int]]:
+        """The split's examples sorted by length, so that padding (and compute) is minimal
+        (order does not change the mean loss or the accuracy), and each batch's width: from
+        the host lengths, once per split and batch size."""
+        key = (split, batch_size)
+        if key not in self._eval_plans:
+            lengths = self.host_lengths[split]
+            order = torch.argsort(lengths, stable=True)
+            ordered = lengths[order].tolist()
+            n = len(ordered)
+            widths = [ordered[min(i + batch_size, n) - 1] for i in range(0, n, batch_size)]
+            self._eval_plans[key] = (order.to(self.device), widths)
+        return self._eval_plans[key]

@@ -36,6 +36,7 @@ resuming, checking and marking):
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import pickle
@@ -65,9 +66,18 @@ def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
     return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
+@functools.cache
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`values` as a tensor on `device`, made once: building it from Python numbers copies
+    them to the device, which on an accelerator waits for the work queued before it. Made
+    outside inference mode, so a tensor made during an evaluation serves training too."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, device=device, dtype=dtype)
+
+
 def to_gray(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) floats -> (B, 1, H, W) luma."""
-    w = torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype)
+    w = _constant(GRAY_WEIGHTS, x.device, x.dtype)
     return (x * w[None, :, None, None]).sum(1, keepdim=True)
 
 
@@ -427,8 +437,8 @@ class CIFAR10(ImageTask):
             x = augment(x, generator)
         if self.gray:
             return (x - 0.5) / 0.5
-        mean = torch.tensor(CIFAR_MEAN, device=x.device)[None, :, None, None]
-        std = torch.tensor(CIFAR_STD, device=x.device)[None, :, None, None]
+        mean = _constant(CIFAR_MEAN, x.device, torch.float32)[None, :, None, None]
+        std = _constant(CIFAR_STD, x.device, torch.float32)[None, :, None, None]
         return (x - mean) / std
 
 
