@@ -9,16 +9,18 @@ import logging
 import sys
 from pathlib import Path
 
-from fpt import runlock
+from fpt import attempt_log, runlock
 from fpt.cli_args import add_model_args, spec_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run. First, one header line per attempt on stderr (host, pid, SLURM job,
-    time): the train rule appends every attempt to one log, which then reads in order. A run
+    time): with --log every attempt goes to one log, which then reads in order. A run
     folder that another process trains: exit EXIT_LOCKED (73) naming it, the folder untouched.
     On CUDA outside SLURM it first leases one GPU (fpt.gpu_lease: FPT_GPUS, FPT_RUNS_PER_GPU),
     waiting while all are leased, and trains on it as cuda:0."""
+    if args.log:
+        attempt_log.append_attempts_to(args.log)
     print(runlock.attempt_header(args.out), file=sys.stderr, flush=True)
     from fpt import gpu_lease
     from fpt.train import train
@@ -48,6 +50,8 @@ def cmd_train_pack(args: argparse.Namespace) -> int:
 
     specs = [RunSpec.from_json(json.loads(s)) for s in args.spec]
     outs = [args.results / s.path for s in specs]
+    if args.log:
+        attempt_log.append_attempts_to(args.log)
     for out in outs:
         print(runlock.attempt_header(out), file=sys.stderr, flush=True)
     with gpu_lease.lease(args.device, label=f"pack of {len(specs)}: {outs[0]}"):
@@ -225,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         "73 naming it, touching nothing in OUT (default: $FPT_LOCK_WAIT, else 30; not part "
         "of the run)",
     )
+    p.add_argument(
+        "--log",
+        type=Path,
+        help="append this attempt's output to LOG, which keeps every attempt of the run in "
+        "order even where Snakemake deletes it before a job (fpt.attempt_log)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -249,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights-dir", type=Path)
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--lock-wait", type=_seconds, metavar="SECONDS", help="as for train")
+    p.add_argument("--log", type=Path, help="as for train: the pack's log, every attempt")
     p.set_defaults(func=cmd_train_pack)
 
     p = sub.add_parser(
