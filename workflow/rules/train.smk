@@ -9,30 +9,13 @@
 # else: the profiles do not override them. Each job's measured wall time and memory
 # (benchmark) are gathered by rule resource_table into RESULTS/benchmarks/train.tsv.
 #
-# The run's log holds every attempt, in order: `fpt train` starts each with a header line
-# (host, pid, SLURM job, time) and the shell appends (>>). Snakemake itself deletes a job's
-# log files before the job runs (Job.prepare -> remove_existing_output, in the process that
-# runs the job: inside the SLURM job too), which would unlink the log of an attempt still
-# running (an orphaned job after Snakemake died). So the log is a hard link to a second name,
-# RESULTS/logs/train_history/<run>.log, that Snakemake does not know and never deletes; each
-# job links the log name to it again. Where hard links fail, the log is this attempt's only.
-# Likewise a second Snakemake that ends while this job runs removes the empty folders of the
-# missing files of its DAG (DAG.cleanup_workdir), this run's benchmark folder among them
-# (resource_table reads the benchmark): the job would then fail writing its benchmark and
-# delete the metrics.parquet it has just written. The shell makes the folder again at the end.
+# The run's log holds every attempt, in order: `fpt train --log` starts each with a header line
+# (host, pid, SLURM job, time) and keeps them all although Snakemake deletes a job's log before
+# it runs (fpt/attempt_log.py).
 
 
 localrules:
     resource_table,
-
-
-# allow_unverified_pickles (README, beside the datasets): machine-level trust in the data
-# dir's pickle files, exported to every job's environment (FPT_ALLOW_UNVERIFIED_PICKLES,
-# read by fpt.data.trust), as FPT_TASK_MODULES is. Not a param: toggling a param (or adding
-# one) reruns every finished job under the rerun-triggers' "params".
-from fpt.data import trust as fpt_trust
-
-fpt_trust.export(config["allow_unverified_pickles"])
 
 
 rule train:
@@ -66,17 +49,10 @@ rule train:
         device=config["device"],
         weights_dir=WEIGHTS,
         data_dir=DATA,
-    # (no new params for the log's second name or the benchmark folder: a changed params set
-    # would rerun every finished run under the "params" rerun trigger; both derive from the
-    # log and the output folder: RESULTS/logs/train_history/<run>.log, RESULTS/benchmarks/train)
     shell:
-        "run={wildcards.run} log={log} out={params.out}; "
-        "keep=${{log%/train/$run.log}}/train_history/$run.log; "
-        "mkdir -p $(dirname $keep) && touch $keep && "
-        "{{ [ $log -ef $keep ] || ln -f $keep $log || true; }} && "
         "python -m fpt train {params.args} --out {params.out} --device {params.device} "
-        "--threads {threads} --weights-dir {params.weights_dir} --data-dir {params.data_dir} >> {log} 2>&1 && "
-        "mkdir -p ${{out%/runs/$run}}/benchmarks/train/$(dirname $run)"
+        "--threads {threads} --weights-dir {params.weights_dir} --data-dir {params.data_dir} "
+        "--log {log}"
 
 
 # Fused packs (config pack_size > 1; fpt/packs.py groups, fpt/fused.py trains): one job per
@@ -112,26 +88,26 @@ for _pack, _runs in GRID.packs.items():
             weights_dir=lambda w: WEIGHTS,
             data_dir=lambda w: DATA,
         shell:
-            f"run={_pack} "
-            "log={log} keep=$(dirname {log})/../train_history/$run.log; "
-            "mkdir -p $(dirname $keep) && touch $keep && "
-            "{{ [ $log -ef $keep ] || ln -f $keep $log || true; }} && "
             "python -m fpt train-pack {params.args} --results {params.results} "
             "--device {params.device} --threads {threads} --weights-dir {params.weights_dir} "
-            "--data-dir {params.data_dir} >> {log} 2>&1 && "
-            "mkdir -p $(dirname {log})/../../benchmarks/train"
+            "--data-dir {params.data_dir} --log {log}"
 
 
 rule resource_table:
     """Every run's measured wall time (s), peak memory (max_rss, MB), I/O and CPU time beside
     its task, backbone and size: what to size train_runtime_min / train_mem_mb from."""
+
+    # The runs' metrics, not their benchmarks, are the inputs: Snakemake removes the empty
+    # folders of missing inputs when it ends, which would take a running job's benchmark
+    # folder from under it. Each job writes its benchmark before it counts as finished.
     input:
-        train_benchmarks(),
+        [run_metrics(r) for r in GRID.runs],
     output:
         f"{RESULTS}/benchmarks/train.tsv",
     log:
         f"{RESULTS}/logs/resource_table.log",
     params:
+        benchmarks=lambda w: train_benchmarks(),
         runs=fpt_ws.run_descriptions(GRID),
     run:
-        fpt_ws.resource_table(input, params.runs, output[0], log[0])
+        fpt_ws.resource_table(params.benchmarks, params.runs, output[0], log[0])
