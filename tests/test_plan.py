@@ -1,4 +1,4 @@
-"""`fpt plan` (fpt/plan.py): a config's cost before it starts, the train jobs' auto resources,
+"""`fpt plan` (fpt/plan/): a config's cost before it starts, the train jobs' auto resources,
 and the estimate against finished runs."""
 
 import json
@@ -13,6 +13,7 @@ import torch
 
 from fpt import grid, plan
 from fpt.cli import main as cli_main
+from fpt.plan import shapes
 from fpt.spec import RunSpec
 from tests.conftest import REPO, SNAKEMAKE
 
@@ -161,7 +162,7 @@ def test_a_large_cifar_run_asks_for_more_than_a_bit_xor_run():
             device=device,
             train_mem_mb="auto",
             train_runtime_min="auto",
-            **{"estimate": {**plan.ESTIMATE_DEFAULTS, **FIXED_CPU}},
+            **{"estimate": {**plan.estimate_defaults(), **FIXED_CPU}},
         )
         large = plan.job_resources([_spec(**LARGE, backbone="gpt2")], config)
         small = plan.job_resources([_spec(steps=40)], config)
@@ -185,7 +186,7 @@ def test_resources_auto_or_a_number():
     # safety factors scale the estimate
     safer = _config(
         train_mem_mb="auto",
-        estimate={**plan.ESTIMATE_DEFAULTS, "mem_safety": 2 * plan.ESTIMATE_DEFAULTS["mem_safety"]},
+        estimate={"mem_safety": 2 * plan.estimate_defaults()["mem_safety"]},
     )
     assert train_resources([spec], safer)["mem_mb"] >= 1.8 * res["mem_mb"] - 100
     # a pack: frozen weights once, state and activations per run; runtime shared launches
@@ -209,7 +210,9 @@ def test_the_schemas_gpus_are_the_table():
 
     est = schema_file()["properties"]["estimate"]["properties"]
     assert est["gpu"]["enum"] == list(plan.GPUS)
-    assert {k: v["default"] for k, v in est.items()} == plan.ESTIMATE_DEFAULTS
+    # the estimate's defaults are the schema's own
+    assert plan.Hardware().gpu == plan.DEFAULT_GPU == est["gpu"]["default"]
+    assert plan.Hardware().mfu == est["gpu_mfu"]["default"]
 
 
 def test_fpt_plan_prints_text_json_and_tsv(capsys):
@@ -232,37 +235,40 @@ def test_fpt_plan_prints_text_json_and_tsv(capsys):
     assert lines[0].split("\t") == list(plan.TSV_COLUMNS) and len(lines) == 1 + 3 + 1
     assert cli_main([*args, "--md"]) == 0
     assert "| experiment |" in capsys.readouterr().out
+    assert cli_main([*args, "--tsv", "--runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t")[:2] == ["run", "steps"] and len(lines) == 1 + 9
 
 
 def test_shapes_are_cached_on_disk_and_invalidated_by_the_code(tmp_path, monkeypatch):
     path = tmp_path / "shapes.json"
-    monkeypatch.setenv(plan.CACHE_ENV, str(path))
-    monkeypatch.setattr(plan, "_SHAPES", {})
+    monkeypatch.setenv(shapes.CACHE_ENV, str(path))
+    monkeypatch.setattr(shapes, "SHAPES", {})
     spec = _spec(size="small", trainable="output_only")
-    shape = plan.model_shape(spec)
-    plan.save_shape_cache()
+    shape = shapes.model_shape(spec)
+    shapes.save_shape_cache()
     assert path.is_file()
     # a fresh process: no model is built
-    monkeypatch.setattr(plan, "_SHAPES", {})
-    plan._DISK.clear()
+    monkeypatch.setattr(shapes, "SHAPES", {})
+    shapes.DISK.clear()
 
     def no_build(spec):
         raise AssertionError("built a model")
 
-    monkeypatch.setattr(plan, "_build_shape", no_build)
-    assert plan.model_shape(spec) == shape
+    monkeypatch.setattr(shapes, "build_shape", no_build)
+    assert shapes.model_shape(spec) == shape
     # other code: the cache is not trusted
-    monkeypatch.setattr(plan, "_SHAPES", {})
-    plan._DISK.clear()
+    monkeypatch.setattr(shapes, "SHAPES", {})
+    shapes.DISK.clear()
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "fingerprint": "older code"}))
     with pytest.raises(AssertionError, match="built a model"):
-        plan.model_shape(spec)
-    plan._DISK.clear()
-    monkeypatch.setenv(plan.CACHE_ENV, "off")
+        shapes.model_shape(spec)
+    shapes.DISK.clear()
+    monkeypatch.setenv(shapes.CACHE_ENV, "off")
     with pytest.raises(AssertionError, match="built a model"):
-        plan.model_shape(spec)
-    plan._DISK.clear()
+        shapes.model_shape(spec)
+    shapes.DISK.clear()
 
 
 def test_cached_features_cost_a_forward_per_example_then_head_only_steps():
@@ -310,6 +316,9 @@ def test_compare_reads_finished_runs(tmp_path, capsys):
     assert spec.path in out and "ratio measured/predicted" in out
     assert cli_main([*args, "--compare", str(results), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["runs"] == 1
+    assert cli_main([*args, "--compare", str(results), "--tsv"]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split("\t")[:2] == ["run", "model"] and line.startswith(spec.path + "\tcpu\t")
 
 
 def test_gpu_names_of_torch_devices():
@@ -318,6 +327,10 @@ def test_gpu_names_of_torch_devices():
     assert plan.gpu_for_device_name("NVIDIA H200") == "H200"
     assert plan.gpu_for_device_name("NVIDIA A100-SXM4-80GB") == "A100"
     assert plan.gpu_for_device_name("NVIDIA GeForce RTX 4090") == "RTX 4090"
+    assert plan.gpu_for_device_name("NVIDIA L40S") == "L40S"
+    # every catalogue entry is found by the names it declares
+    for gpu in plan.GPUS.values():
+        assert plan.gpu_for_device_name("NVIDIA " + " ".join(gpu.device_names)) == gpu.name
     assert plan.gpu_for_device_name("cpu") is None
 
 
