@@ -20,35 +20,23 @@ RANDOM_INITS = ("paper", "library")
 LSTM_CELLS = ("reference", "fused")
 
 
-@dataclass(frozen=True)
-class LaterSetting:
-    """A setting added after runs already existed.
-
-    `legacy(spec)` is the value that reproduces what fpt did before the setting existed;
-    `applies(spec)` says whether the setting changes the run at all (random_init changes
-    nothing for a pretrained backbone). The settings hash leaves the setting out where it
-    does not apply or holds its legacy value, so adding a setting renames exactly the runs
-    it changes. The JSON form and the CLI leave it out at its default, so both round-trip;
-    where it does not apply it is reset to its default (one spec, one form)."""
-
-    legacy: Callable[[RunSpec], Any]
-    applies: Callable[[RunSpec], bool] = lambda spec: True
-
-
 def _random_backbone(spec: RunSpec) -> bool:
     """A backbone drawn from an init scheme: random, or random before the Bit Memory load."""
     return spec.init in ("random", "bit_memory") and spec.backbone != "lstm"
 
 
-LATER_SETTINGS: dict[str, LaterSetting] = {
-    "patience": LaterSetting(legacy=lambda s: 0),
-    # GPU runs were bf16 before `precision` existed; CPU runs (all that were made) fp32.
-    "precision": LaterSetting(legacy=lambda s: "fp32"),
-    "random_init": LaterSetting(legacy=lambda s: "library", applies=_random_backbone),
-    # None = the reference's dropout for the family; ViT's was 0 before (not the reference's).
-    "backbone_dropout": LaterSetting(legacy=lambda s: 0.0 if s.backbone == "vit" else None),
-    "lstm_cell": LaterSetting(legacy=lambda s: "fused", applies=lambda s: s.backbone == "lstm"),
+# Settings that change only some runs. Where one does not apply it is reset to its default, so
+# that a run has one spec, one path and one command line (random_init changes nothing for a
+# pretrained backbone, lstm_cell nothing for a transformer).
+APPLIES: dict[str, Callable[[RunSpec], bool]] = {
+    "random_init": _random_backbone,
+    "lstm_cell": lambda spec: spec.backbone == "lstm",
 }
+
+
+def applies(name: str, spec: RunSpec) -> bool:
+    """Whether setting `name` changes run `spec` at all."""
+    return name not in APPLIES or APPLIES[name](spec)
 
 
 # What a run path looks like (`RunSpec.path`), for the Snakemake wildcards that hold one.
@@ -96,26 +84,17 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.micro_batch_size > self.batch_size:
             object.__setattr__(self, "micro_batch_size", self.batch_size)
-        for name, later in LATER_SETTINGS.items():
-            if not later.applies(self):
+        for name, applies_to in APPLIES.items():
+            if not applies_to(self):
                 object.__setattr__(self, name, _DEFAULTS[name])
 
     def _dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: v for k, v in d.items() if k not in LATER_SETTINGS or v != _DEFAULTS[k]}
+        return asdict(self)
 
     def settings(self) -> dict[str, Any]:
-        """The non-axis settings that define the run (hashed into its path)."""
-        d = asdict(self)
-        return {
-            k: v
-            for k, v in d.items()
-            if k not in AXES
-            and not (
-                k in LATER_SETTINGS
-                and (not LATER_SETTINGS[k].applies(self) or v == LATER_SETTINGS[k].legacy(self))
-            )
-        }
+        """The non-axis settings that define the run (hashed into its path): every one that
+        applies to it."""
+        return {k: v for k, v in asdict(self).items() if k not in AXES and applies(k, self)}
 
     def settings_hash(self) -> str:
         blob = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
@@ -159,7 +138,7 @@ class RunSpec:
         args = []
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in LATER_SETTINGS and v == _DEFAULTS[f.name]:
+            if v is None:  # backbone_dropout None: the family's own; the flag's default
                 continue
             flag = "--" + f.name.replace("_", "-")
             if f.name == "options":
@@ -175,4 +154,4 @@ class RunSpec:
         return args
 
 
-_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunSpec) if f.name in LATER_SETTINGS}
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunSpec) if f.name in APPLIES}

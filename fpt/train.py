@@ -31,7 +31,7 @@ from fpt.early_stop import EarlyStopping
 from fpt.metrics import PROGRESS, provenance, read_run, to_table, write_atomic
 from fpt.models import FPT, build_for_spec, count_params
 from fpt.models.init import check_source
-from fpt.spec import LATER_SETTINGS, RunSpec
+from fpt.spec import RunSpec, applies
 from fpt.tasks import TASKS, Batch, Task, make_task
 
 log = logging.getLogger("fpt.train")
@@ -152,7 +152,7 @@ def run_setting_columns(spec: RunSpec) -> dict[str, Any]:
     """The fidelity settings of a run as metrics columns; null where one does not apply
     (random_init for a pretrained backbone, lstm_cell for a transformer)."""
     cols = ("precision", "random_init", "backbone_dropout", "lstm_cell")
-    return {c: getattr(spec, c) if LATER_SETTINGS[c].applies(spec) else None for c in cols}
+    return {c: getattr(spec, c) if applies(c, spec) else None for c in cols}
 
 
 def train_step(

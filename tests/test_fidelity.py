@@ -125,11 +125,8 @@ def test_library_init_of_this_transformers_scales_the_residual_projections():
 def test_random_init_is_part_of_a_random_runs_identity_only():
     random = RunSpec("bit_xor", "gpt2", "small", init="random")
     assert random.settings()["random_init"] == "paper"
-    # library is the behaviour before the setting existed: those runs keep their paths
-    assert (
-        "random_init"
-        not in RunSpec("bit_xor", "gpt2", "small", init="random", random_init="library").settings()
-    )
+    library = RunSpec("bit_xor", "gpt2", "small", init="random", random_init="library")
+    assert library.settings()["random_init"] == "library" and library.path != random.path
     pretrained = RunSpec("bit_xor", "gpt2", "small", random_init="library")
     assert "random_init" not in pretrained.settings()
     assert pretrained == RunSpec("bit_xor", "gpt2", "small")  # normalised: it does not apply
@@ -221,12 +218,11 @@ def test_vit_dropout_follows_the_reference_by_default(tmp_path):
     off.model.save_pretrained(tmp_path / "vit-tiny")
     loaded = build_backbone("vit", "tiny", "pretrained", weights_dir=tmp_path)
     assert loaded.model.config.hidden_dropout_prob == 0.1 and loaded.pos_drop.p == 0.1
-    # the setting renames ViT runs (they changed) and no other family's
+    # the setting is part of a run's identity
     assert (
         RunSpec("cifar10", "vit", "base").path
         != RunSpec("cifar10", "vit", "base", backbone_dropout=0.0).path
     )
-    assert "backbone_dropout" not in RunSpec("cifar10", "gpt2", "small").settings()
 
 
 # ---------------------------------------------------------------- 9. collapse

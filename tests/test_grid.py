@@ -74,19 +74,22 @@ def test_run_paths_are_hive_style_and_change_with_any_setting():
     assert other.path != spec.path
 
 
-def test_cli_args_rebuild_the_spec():
+@pytest.mark.parametrize(
+    "spec",
+    [
+        RunSpec("bit_memory", "minilm", "l6", depth=3, lr=3e-4, options={"n_bits": 20, "patch": 5}),
+        RunSpec(
+            "cifar10", "vit", "base", init="random", random_init="library", backbone_dropout=0.0
+        ),
+        RunSpec("bit_xor", "lstm", "small", lstm_cell="fused", precision="bf16", patience=3),
+    ],
+    ids=["options", "random-init-dropout", "lstm-precision-patience"],
+)
+def test_cli_args_rebuild_the_spec(spec):
     import argparse
 
     from fpt.cli_args import add_model_args, spec_from_args
 
-    spec = RunSpec(
-        task="bit_memory",
-        backbone="minilm",
-        size="l6",
-        depth=3,
-        lr=3e-4,
-        options={"n_bits": 20, "patch": 5},
-    )
     p = argparse.ArgumentParser()
     add_model_args(p)
     args = p.parse_args(spec.cli_args())
