@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan",
         help="a config's cost before it starts: per experiment and for the whole grid, runs, "
         "training and evaluation FLOPs, time on this CPU and on a named GPU (lone runs and "
-        "fused packs), memory per run (model: fpt/plan.py)",
+        "fused packs), memory per run (model: fpt/plan/)",
     )
     p.add_argument("--configfile", type=Path, default=Path("config.yaml"))
     p.add_argument("--gpu", choices=list(GPUS), help="the GPU to time (default: estimate.gpu)")

@@ -11,7 +11,7 @@ localrules:
 rule plan:
     """Per experiment and for the whole grid: runs, training and evaluation FLOPs, time on
     this CPU and on the config's estimate.gpu (lone runs and fused packs), memory per run
-    (the model: fpt/plan.py)."""
+    (the model: fpt/plan/)."""
     output:
         tsv=f"{RESULTS}/plan.tsv",
         md=f"{RESULTS}/plan.md",

@@ -34,7 +34,7 @@ rule train:
         "../envs/fpt.yaml"
     threads: TRAIN_THREADS
     resources:
-        # train_mem_mb / train_runtime_min: auto = the run's estimate (fpt/plan.py, cached per
+        # train_mem_mb / train_runtime_min: auto = the run's estimate (fpt/plan/, cached per
         # model shape), or a number for every job.
         mem_mb=lambda wc: fpt_ws.train_resources([GRID.runs[wc.run]], config)["mem_mb"],
         # Grows with each retry: a run that timed out gets more time and resumes.
