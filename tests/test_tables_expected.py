@@ -1,6 +1,6 @@
 """Every compare-style table on a small synthetic metrics set, with the expected cells worked
 out by hand here (never with fpt's own statistics): which runs a row takes and which it must
-leave out, means, 95% t-intervals, n, the paper's published numbers (typed from PAPER.md),
+leave out, means, 95% t-intervals, n, the paper's published numbers (typed from the paper's tables),
 parameter counts, † and the "not in demo" cells. Tables 4, 8, 13 and 14 have their own
 known-answer tests (tests/test_analysis.py, tests/test_protocols.py).
 
