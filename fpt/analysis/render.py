@@ -1,4 +1,4 @@
-"""One table model, four renderings: Markdown, LaTeX, CSV, HTML."""
+"""One table model, four renderings: Markdown, LaTeX, CSV, HTML; and how durations read."""
 
 from __future__ import annotations
 
@@ -114,6 +114,23 @@ class Table:
         files.write_with(csv, lambda tmp: self.data.to_csv(tmp, index=False))
         if html is not None:
             files.write_text(html, self.html())
+
+
+def fmt_duration(seconds: float, exact: bool = False) -> str:
+    """A duration for people. exact=False, for estimates: one unit, rounded ("45 s", "12 min",
+    "3.5 h", "1.2 d"); exact=True, for measured times: every unit down to the second ("1 h 5
+    min 22 s", "3 min 0 s", "42 s")."""
+    if exact:
+        h, rest = divmod(int(round(seconds)), 3600)
+        m, s = divmod(rest, 60)
+        return f"{h} h {m} min {s} s" if h else f"{m} min {s} s" if m else f"{s} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 _HTML_STYLE = (

@@ -1,54 +1,39 @@
-"""The CPU study's report (docs/study.md): each of the paper's claims beside the table the
-pipeline rendered for it, with a verdict computed from that table's numbers.
+"""The CPU study's report (docs/study.md): each of the paper's claims, the cells of the
+pipeline's tables it compares, and a verdict computed from their 95% intervals.
 
     snakemake --cores 2 --configfile study.yaml                           # the study (~1 h)
     python -m fpt.analysis.study --configfile study.yaml --out docs/study.md
-    python -m fpt.analysis.study --check docs/study.md                    # tests/test_study.py
+    python -m fpt.analysis.study --check docs/study.md
 
-The second command *snapshots* the run, then *renders* the document from the snapshot alone:
-
-- snapshot: copies the tables the claims cite (`<figures_dir>/<target>.md`, byte for byte)
-  and the validated config (`<figures_dir>/config.yaml`) into the sources folder
-  (`docs/study/` beside `docs/study.md`), and writes `run.json` there: the grid's size, the
-  machine, the software, and the measured wall time of the run (from the first training
-  job's start, its benchmark file's time minus its duration, to the last table, figure or
-  collected file written; or `--wall-seconds` measured by hand, e.g. with /usr/bin/time).
-- render: a pure function of the claims file (`docs/study_claims.yaml`: the paper's claims,
-  which table and cells each compares, the rule parameters, what would change at the
-  paper's scale) and the sources folder. Without --configfile the command renders from the
-  sources already there (after an edit of the claims file).
-
-`--check` renders again from the committed sources and fails unless the document is
-byte-identical, every number in it occurs in its sources (the table copies, run.json, the
-config copy, the claims file) and every "mean ± half (n=k)" it quotes occurs in a table copy.
-
-Verdicts read the cells as printed ("76.7 ± 1.2 (n=3)": mean over seeds ± the half-width of
-the 95% t-interval, percentage points): see RULES. A cell without an interval (one seed, no
-runs) gives "inconclusive".
+With --configfile it first snapshots the run into `docs/study/`: the CSV of each table the claims
+cite (`<figures_dir>/<target>.csv`), the config, and run.json (grid size, machine, software, the
+fpt commit of the runs, wall time). It renders the document from the claims file
+(`docs/study_claims.yaml`) and that folder alone; --check fails unless the document is that.
+A cell is a row of a table's CSV named by some of its columns' values (`{row: FPT, task:
+bit_xor}`), the claims' `model` (backbone, size) and a measure (MEASURES; accuracy unless named).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
 import shutil
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
-HOLDS, FAILS, INCONCLUSIVE, PARTLY = (
-    "holds",
-    "does not hold",
-    "inconclusive at this scale",
-    "partly holds",
-)
-KINDS = ("above", "at_least", "fewer_steps")
+from fpt.analysis.render import fmt_duration
+from fpt.analysis.stats import Cell
+from fpt.grid import ConfigError, expand, load_config
+from fpt.tasks import task_label
+
+HOLDS, FAILS = "holds", "does not hold"
+INCONCLUSIVE, PARTLY = "inconclusive at this scale", "partly holds"
 RULES = {
     "above": (
         "A above B: holds when A's 95% interval lies entirely above B's; does not hold when it "
@@ -72,43 +57,33 @@ RULES = {
 OVERALL = (
     "A claim holds when every comparison under it holds, does not hold when at least one "
     "does not and none holds, is inconclusive at this scale when none holds and none fails, "
-    "and partly holds otherwise."
+    "and partly holds otherwise. A cell without an interval (one seed, no runs) makes its "
+    "comparison inconclusive."
 )
-CELL = re.compile(r"^(?P<mean>-?\d+(?:\.\d+)?)(?: ± (?P<half>\d+(?:\.\d+)?))? \(n=(?P<n>\d+)\)")
-QUOTED = re.compile(r"-?\d+(?:\.\d+)? ± \d+(?:\.\d+)? \(n=\d+\)|-?\d+(?:\.\d+)? \(n=1\)")
-# A number: digits with optional decimals / version dots and exponent, not glued to a word
-# on either side (so "table1_fpt" holds none; "1.5x" and "95%" hold 1.5 and 95).
-NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)*(?:e[+-]?\d+)?(?=x\b|[^\w]|$)")
+# measure -> its CSV columns (mean, half-width of the 95% t-interval, n) and how the tables
+# print it (scale, decimals): accuracies are fractions printed in %, steps are steps.
+MEASURES = {
+    "accuracy": ("accuracy_mean", "ci95", "n", 100.0, 1),
+    "fpt_steps": ("fpt_steps", "fpt_steps_ci95", "fpt_n", 1.0, 0),
+    "random_steps": ("random_steps", "random_steps_ci95", "random_n", 1.0, 0),
+    "fpt_accuracy": ("fpt_accuracy", "fpt_accuracy_ci95", "fpt_accuracy_n", 100.0, 1),
+    "random_accuracy": ("random_accuracy", "random_accuracy_ci95", "random_accuracy_n", 100.0, 1),
+}
+MARKS = ("diverged", "collapsed")  # how many of a cell's runs did, where a CSV records it
+SIDES = ("a", "b", "a_acc", "b_acc")  # a_acc, b_acc: fewer_steps' final accuracies
 
 
 class StudyError(ValueError):
-    """A claim that cannot be evaluated (a missing table, row or column), or a bad file."""
+    """A claim that cannot be evaluated (a missing table or column), or a bad file."""
 
 
-# ---- tables as printed --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """One printed cell: "76.7 ± 1.2 (n=3)" -> mean 76.7, half 1.2, n 3."""
+class Estimate(NamedTuple):
+    """One cell as the table prints it ("76.7 ± 1.2 (n=3)"), its numbers in those units."""
 
     text: str
     mean: float | None = None
     half: float | None = None
     n: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> Estimate:
-        m = CELL.match(text.strip())
-        if not m:
-            return cls(text.strip())
-        half = m.group("half")
-        return cls(
-            text.strip(),
-            float(m.group("mean")),
-            None if half is None else float(half),
-            int(m.group("n")),
-        )
 
     @property
     def interval(self) -> tuple[float, float] | None:
@@ -118,176 +93,85 @@ class Estimate:
         return self.mean - self.half, self.mean + self.half
 
 
-@dataclass
-class MdTable:
-    """A table as fpt.analysis.render.Table.markdown writes it."""
-
-    title: str
-    header: list[str]
-    rows: list[list[str]]
+class CsvTable(NamedTuple):
+    name: str
+    columns: list[str]
+    rows: list[dict[str, str]]
 
     @classmethod
-    def parse(cls, text: str, name: str = "table") -> MdTable:
-        lines = text.splitlines()
-        title = next((ln[4:] for ln in lines if ln.startswith("### ")), name)
-        body = [ln for ln in lines if ln.startswith("| ")]
-        if not body:
-            raise StudyError(f"{name}: no markdown table in it")
-        header, *rows = [[c.strip() for c in ln.strip()[1:-1].split(" | ")] for ln in body]
-        return cls(title, header, rows)
+    def read(cls, path: Path) -> CsvTable:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            return cls(path.stem, list(reader.fieldnames or []), list(reader))
 
-    def cell(self, row: str | dict[str, str], column: str, name: str = "table") -> str:
-        if column not in self.header:
-            raise StudyError(f"{name}: no column {column!r}; columns: {self.header}")
-        want = row if isinstance(row, dict) else {self.header[0]: row}
-        for col in want:
-            if col not in self.header:
-                raise StudyError(f"{name}: no column {col!r} to select a row by")
-        idx = [self.header.index(c) for c in want]
-        values = [str(v) for v in want.values()]
-        hits = [r for r in self.rows if [r[i] for i in idx] == values]
-        if len(hits) != 1:
-            labels = [" / ".join(r[i] for i in idx) for r in self.rows]
-            what = "no row" if not hits else f"{len(hits)} rows"
-            raise StudyError(f"{name}: {what} with {want}; rows: {labels}")
-        return hits[0][self.header.index(column)]
-
-
-# ---- claims -------------------------------------------------------------------------------
+    def estimate(self, address: dict[str, Any], model: dict[str, Any], missing: str) -> Estimate:
+        """The cell at `address` (column -> value, and `measure`) for `model`'s backbone."""
+        where = {k: str(v) for k, v in address.items() if k != "measure"}
+        if (measure := address.get("measure", "accuracy")) not in MEASURES:
+            raise StudyError(f"{self.name}: measure {measure!r}; known: {', '.join(MEASURES)}")
+        mean_col, ci_col, n_col, scale, digits = MEASURES[measure]
+        if unknown := [c for c in [*where, mean_col, ci_col, n_col] if c not in self.columns]:
+            raise StudyError(f"{self.name}.csv has no column {', '.join(unknown)}")
+        if "variant" in self.columns:
+            where.setdefault("variant", "")  # the row itself, not one of other settings
+        where |= {k: str(v) for k, v in model.items() if k in self.columns and k not in where}
+        hits = [r for r in self.rows if all(r[k] == v for k, v in where.items())]
+        if len(hits) > 1:
+            raise StudyError(f"{self.name}: {len(hits)} rows with {where}; name more columns")
+        if not hits or not (n := int(float(hits[0][n_col] or 0))):
+            return Estimate(missing)
+        r = hits[0]
+        half = float(r[ci_col]) if r[ci_col] not in ("", "nan") else None
+        c = Cell(float(r[mean_col]), half, n, *(int(float(r.get(k) or 0)) for k in MARKS))
+        return Estimate(c.fmt(scale, digits), c.mean * scale, half and half * scale, n)
 
 
-@dataclass(frozen=True)
-class Ref:
-    row: str | dict[str, str]
-    column: str
-
-
-@dataclass(frozen=True)
-class Comparison:
-    label: str
-    a: Ref
-    b: Ref
-    a_acc: Ref | None = None  # fewer_steps: the final accuracies
-    b_acc: Ref | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    title: str
-    source: str
-    claim: str
-    table: str
-    kind: str
-    a_name: str
-    b_name: str
-    comparisons: tuple[Comparison, ...]
-    scale: str
-
-
-@dataclass(frozen=True)
-class Claims:
+class Claims(NamedTuple):
     title: str
     intro: str
-    match_width: float
-    claims: tuple[Claim, ...]
-    text: str  # the file as read (its numbers may appear in the document)
-    model: str = ""  # how the tables name the backbone: "minilm l6"
+    match_width: float  # at_least: "the same" needs both half-widths at most this (points)
+    model: dict[str, Any]  # the backbone's columns in the tables: {backbone: minilm, size: l6}
+    claims: list[dict[str, Any]]  # as the file has them, each with its `comparisons` listed
+
+    @property
+    def tables(self) -> list[str]:
+        return list(dict.fromkeys(c["table"] for c in self.claims))
 
 
-def _fill(value: Any, model: str) -> Any:
-    if isinstance(value, str):
-        return value.replace("{model}", model)
-    if isinstance(value, dict):
-        return {k: _fill(v, model) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill(v, model) for v in value]
-    return value
-
-
-def _row_label(row: str | dict[str, str]) -> str:
-    return row if isinstance(row, str) else ", ".join(str(v) for v in row.values())
-
-
-def _comparisons(c: dict[str, Any], model: str, where: str) -> tuple[Comparison, ...]:
-    """A claim's comparisons: listed (`comparisons`), or one per column (`columns`, with rows
-    `a` and `b`), or one per row (`rows`, with columns `a` and `b`, and `a_acc`/`b_acc`)."""
-    c = _fill(c, model)
-    out = []
+def _comparisons(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """Listed (`comparisons`: a label, a and b each), or one per value of `each` ({column:
+    [values]}) with the claim's own a and b (and a_acc, b_acc)."""
     if "comparisons" in c:
-        for i, x in enumerate(c["comparisons"]):
-            try:
-                refs = {
-                    k: Ref(x[k]["row"], x[k]["column"])
-                    for k in ("a", "b", "a_acc", "b_acc")
-                    if k in x
-                }
-                out.append(Comparison(x["label"], **refs))
-            except (KeyError, TypeError) as exc:
-                raise StudyError(
-                    f"{where}: comparisons[{i}] needs label, a and b with row and column ({exc})"
-                ) from None
-    elif "columns" in c:
-        for col in c["columns"]:
-            label = col.removesuffix(" (ours)")
-            out.append(Comparison(label, Ref(c["a"], col), Ref(c["b"], col)))
-    elif "rows" in c:
-        for row in c["rows"]:
-            acc = {k: Ref(row, c[k]) for k in ("a_acc", "b_acc") if k in c}
-            out.append(Comparison(_row_label(row), Ref(row, c["a"]), Ref(row, c["b"]), **acc))
-    if not out:
-        raise StudyError(f"{where}: no comparisons (give comparisons, columns or rows)")
-    return tuple(out)
+        return [{k: x[k] for k in ("label", *SIDES) if k in x} for x in c["comparisons"]]
+    ((key, values),) = c["each"].items()
+    label = task_label if key == "task" else str
+    return [{"label": label(v)} | {k: {**c[k], key: v} for k in SIDES if k in c} for v in values]
 
 
 def load_claims(path: str | Path) -> Claims:
-    path = Path(path)
-    text = path.read_text()
-    data = yaml.safe_load(text)
-    model = str(data.get("model", ""))
+    data = yaml.safe_load(Path(path).read_text())
+    text = ("id", "title", "source", "claim", "table", "kind", "scale")
     claims = []
     for i, c in enumerate(data["claims"]):
         where = f"{path}: claims[{i}] ({c.get('id', '?')})"
-        missing = {"id", "title", "source", "claim", "table", "kind", "scale"} - set(c)
-        if missing:
-            raise StudyError(f"{where}: missing {sorted(missing)}")
-        if c["kind"] not in KINDS:
-            raise StudyError(f"{where}: kind {c['kind']!r}; allowed: {', '.join(KINDS)}")
-        comps = _comparisons(c, model, where)
-        if c["kind"] == "fewer_steps" and any(x.a_acc is None or x.b_acc is None for x in comps):
-            raise StudyError(f"{where}: fewer_steps needs a_acc and b_acc (accuracy columns)")
-        claims.append(
-            Claim(
-                id=c["id"],
-                title=c["title"],
-                source=c["source"],
-                claim=" ".join(c["claim"].split()),
-                table=c["table"],
-                kind=c["kind"],
-                a_name=c.get("a_name", "A"),
-                b_name=c.get("b_name", "B"),
-                comparisons=comps,
-                scale=" ".join(c["scale"].split()),
-            )
-        )
-    ids = [c.id for c in claims]
-    if len(ids) != len(set(ids)):
-        raise StudyError(f"{path}: claim ids repeat: {ids}")
-    return Claims(
-        title=data.get("title", "Study"),
-        intro=" ".join(str(data.get("intro", "")).split()),
-        match_width=float(data.get("match_width", 5)),
-        claims=tuple(claims),
-        text=text,
-        model=model,
-    )
-
-
-def cited_tables(claims: Claims) -> list[str]:
-    return list(dict.fromkeys(c.table for c in claims.claims))
-
-
-# ---- verdicts -----------------------------------------------------------------------------
+        if missing := [k for k in text if k not in c]:
+            raise StudyError(f"{where}: missing {missing}")
+        if c["kind"] not in RULES:
+            raise StudyError(f"{where}: kind {c['kind']!r}; allowed: {', '.join(RULES)}")
+        try:
+            comps = _comparisons(c)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StudyError(f"{where}: give comparisons (label, a, b) or each ({exc!r})") from None
+        need = ["a", "b"] + ["a_acc", "b_acc"] * (c["kind"] == "fewer_steps")
+        if not comps or any(k not in x for x in comps for k in need):
+            raise StudyError(f"{where}: each comparison needs {', '.join(need)}")
+        words = {k: " ".join(str(c[k]).split()) for k in text}
+        claims.append({"a_name": "A", "b_name": "B"} | c | words | {"comparisons": comps})
+    if len({c["id"] for c in claims}) < len(claims):
+        raise StudyError(f"{path}: claim ids repeat")
+    intro = " ".join(str(data.get("intro", "")).split())
+    match_width = float(data.get("match_width", 5))
+    return Claims(data.get("title", "Study"), intro, match_width, data.get("model") or {}, claims)
 
 
 def _order(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str | None:
@@ -295,256 +179,125 @@ def _order(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str 
     otherwise; None when either is missing."""
     if a is None or b is None:
         return None
-    if a[0] > b[1]:
-        return "above"
-    if a[1] < b[0]:
-        return "below"
-    return "overlap"
+    return "above" if a[0] > b[1] else "below" if a[1] < b[0] else "overlap"
+
+
+NO_INTERVAL = (INCONCLUSIVE, "no interval")
+READ = {  # what an ordering of two intervals says, per rule (and stage of fewer_steps)
+    "above": {"above": (HOLDS, "A above B"), "below": (FAILS, "A below B")},
+    "accuracy": {
+        "above": (HOLDS, "B's accuracy stays below A's"),
+        "below": (FAILS, "A's accuracy stays below B's"),
+    },
+    "steps": {
+        "below": (HOLDS, "A's steps below B's"),
+        "above": (FAILS, "A's steps above B's"),
+        "overlap": (INCONCLUSIVE, "accuracies and steps overlap"),
+    },
+}
 
 
 def verdict(
-    kind: str,
-    a: Estimate,
-    b: Estimate,
-    match_width: float = 5.0,
-    a_acc: Estimate | None = None,
-    b_acc: Estimate | None = None,
-) -> tuple[str, str]:
-    """(verdict, why) of one comparison by RULES[kind]."""
+    kind: str, a: Estimate, b: Estimate, a_acc: Estimate | None = None,
+    b_acc: Estimate | None = None, *, match_width: float = 5.0,
+) -> tuple[str, str]:  # fmt: skip
+    """(verdict, why) of one comparison by RULES[kind]; a_acc, b_acc: fewer_steps' accuracies."""
     if kind == "fewer_steps":
         assert a_acc is not None and b_acc is not None
-        acc = _order(a_acc.interval, b_acc.interval)
-        if acc is None:
-            return INCONCLUSIVE, "no interval"
-        if acc == "above":
-            return HOLDS, "B's accuracy stays below A's"
-        if acc == "below":
-            return FAILS, "A's accuracy stays below B's"
-        steps = _order(a.interval, b.interval)
-        if steps is None:
-            return INCONCLUSIVE, "no interval"
-        return {
-            "below": (HOLDS, "A's steps below B's"),
-            "above": (FAILS, "A's steps above B's"),
-            "overlap": (INCONCLUSIVE, "accuracies and steps overlap"),
-        }[steps]
-    order = _order(a.interval, b.interval)
-    if order is None:
-        return INCONCLUSIVE, "no interval"
-    if order == "above":
-        return HOLDS, "A above B"
-    if order == "below":
-        return FAILS, "A below B"
+        if (acc := _order(a_acc.interval, b_acc.interval)) != "overlap":
+            return READ["accuracy"].get(acc, NO_INTERVAL)
+        return READ["steps"].get(_order(a.interval, b.interval), NO_INTERVAL)
+    if (order := _order(a.interval, b.interval)) != "overlap":
+        return READ["above"].get(order, NO_INTERVAL)
+    if kind == "at_least" and max(a.half, b.half) <= match_width:
+        return HOLDS, "intervals overlap, both narrow"
     if kind == "at_least":
-        assert a.half is not None and b.half is not None
-        if max(a.half, b.half) <= match_width:
-            return HOLDS, "intervals overlap, both narrow"
         return INCONCLUSIVE, "intervals overlap, too wide to tell"
     return INCONCLUSIVE, "intervals overlap"
 
 
-def overall(verdicts: Iterable[str]) -> str:
-    v = list(verdicts)
-    if v and all(x == HOLDS for x in v):
+def overall(verdicts: list[str]) -> str:
+    if verdicts and all(x == HOLDS for x in verdicts):
         return HOLDS
-    if HOLDS not in v and FAILS in v:
-        return FAILS
-    if HOLDS not in v:
-        return INCONCLUSIVE
+    if HOLDS not in verdicts:
+        return FAILS if FAILS in verdicts else INCONCLUSIVE
     return PARTLY
 
 
-# ---- snapshot: the run's tables, config and facts into the sources folder ------------------
+def evaluate(claim: dict[str, Any], table: CsvTable, claims: Claims, missing: str) -> list[dict]:
+    """Each comparison of `claim` with its cells and verdict."""
+    out = []
+    for c in claim["comparisons"]:
+        cells = {k: table.estimate(c[k], claims.model, missing) for k in SIDES if k in c}
+        v, why = verdict(claim["kind"], *cells.values(), match_width=claims.match_width)
+        out.append({"label": c["label"], "cells": cells, "verdict": v, "why": why})
+    return out
 
 
 def sources_dir(doc: str | Path) -> Path:
-    doc = Path(doc)
-    return doc.parent / doc.stem
+    return Path(doc).parent / Path(doc).stem
 
 
-def default_claims(doc: str | Path) -> Path:
-    doc = Path(doc)
-    return doc.parent / f"{doc.stem}_claims.yaml"
-
-
-def fmt_duration(seconds: float) -> str:
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h} h {m} min {s} s" if h else f"{m} min {s} s"
-
-
-def measured_wall(results_dir: Path, figures_dir: Path) -> float | None:
-    """Seconds from the first training job's start (its benchmark file's time minus the
-    job's duration) to the last output of the run written (every table and figure, the
-    collected metrics, the resource table); None without benchmarks."""
+def run_facts(config: dict, config_name: str, report: str, wall: float | None = None) -> dict:
+    """What run.json records: the grid's size; the machine, software and commit (from the runs'
+    metrics); the training jobs' summed time; the wall time: `wall`, or from the first training
+    job's start (its benchmark file's time less its duration) to the last output written."""
     import pandas as pd
 
     from fpt.analysis.targets import TARGETS
 
-    starts = []
-    for bench in sorted((results_dir / "benchmarks" / "train").rglob("*.tsv")):
-        df = pd.read_csv(bench, sep="\t")
-        if len(df) and "s" in df:
-            starts.append(bench.stat().st_mtime - float(df["s"].iloc[-1]))
-    outputs = [p for t in TARGETS.values() for p in t.outputs(figures_dir).values()]
-    outputs += [results_dir / "metrics.parquet", results_dir / "benchmarks" / "train.tsv"]
-    ends = [p.stat().st_mtime for p in outputs if p.exists()]
-    if not starts or not ends:
-        return None
-    return max(ends) - min(starts)
-
-
-def run_facts(
-    config: dict[str, Any], config_name: str, wall_seconds: float | None = None
-) -> dict[str, Any]:
-    """What run.json records: the grid's size, the machine and software (from the runs'
-    metrics), the measured wall time and the training jobs' summed time."""
-    import pandas as pd
-
-    from fpt import grid as fpt_grid
-
     results, figures = Path(config["results_dir"]), Path(config["figures_dir"])
-    g = fpt_grid.expand(config)
-    facts: dict[str, Any] = {
-        "config": config_name,
-        "label": config.get("label"),
-        "runs": len(g.runs),
-        "training_jobs": len(g.lone_runs()) + len(g.packs),
-        "packs": len(g.packs),
-        "pack_size": config.get("pack_size", 1),
-        "train_threads": config.get("train_threads"),
-        "seeds": sorted({s.seed for s in g.runs.values()}),
-        "experiment_runs": {e: len(p) for e, p in g.experiments.items()},
-        "cores": os.cpu_count(),
-    }
-    metrics = results / "metrics.parquet"
-    if metrics.exists():
-        cols = [
-            "run",
-            "device",
-            "device_name",
-            "torch_version",
-            "transformers_version",
-            "python_version",
-            "git_rev",
-        ]
-        df = pd.read_parquet(metrics, columns=cols)
+    g = expand(config)
+    facts: dict[str, Any] = {"config": config_name, "report": report, "cores": os.cpu_count()}
+    facts |= {k: config.get(k) for k in ("label", "pack_size", "train_threads")}
+    facts |= {"runs": len(g.runs), "packs": len(g.packs)}
+    facts["training_jobs"] = len(g.lone_runs()) + len(g.packs)
+    facts["seeds"] = sorted({s.seed for s in g.runs.values()})
+    facts["experiment_runs"] = {e: len(p) for e, p in g.experiments.items()}
+    if (metrics := results / "metrics.parquet").exists():
+        cols = ["device", "device_name", "torch_version", "transformers_version"]
+        df = pd.read_parquet(metrics, columns=["run", *cols, "python_version", "git_rev"])
         facts["finished_runs"] = int(df["run"].nunique())
-        for col in cols[1:]:
-            facts[col] = sorted({str(v) for v in df[col].dropna()})
-    bench = results / "benchmarks" / "train.tsv"
-    if bench.exists():
+        facts |= {c: sorted({str(v) for v in df[c].dropna()}) for c in df.columns[1:]}
+    if (bench := results / "benchmarks" / "train.tsv").exists():
         job_s = float(pd.read_csv(bench, sep="\t")["s"].sum())
-        facts["train_job_seconds"] = round(job_s)
-        facts["train_job_time"] = fmt_duration(job_s)
-    if wall_seconds is None:
-        wall_seconds = measured_wall(results, figures)
+        facts |= {"train_job_seconds": round(job_s), "train_job_time": fmt_duration(job_s, True)}
+    source = "given (--wall-seconds)"
+    if wall is None:
         source = "from the files' times: the first training job's start to the last output written"
-    else:
-        source = "given (--wall-seconds)"
-    if wall_seconds is not None:
-        facts["wall_seconds"] = round(wall_seconds)
-        facts["wall_time"] = fmt_duration(wall_seconds)
+        starts = []
+        for job in sorted((results / "benchmarks" / "train").rglob("*.tsv")):
+            if len(df := pd.read_csv(job, sep="\t")) and "s" in df:
+                starts.append(job.stat().st_mtime - float(df["s"].iloc[-1]))
+        outputs = [p for t in TARGETS.values() for p in t.outputs(figures).values()]
+        ends = [p.stat().st_mtime for p in [*outputs, metrics, bench] if p.exists()]
+        wall = max(ends) - min(starts) if starts and ends else None
+    if wall is not None:
+        facts |= {"wall_seconds": round(wall), "wall_time": fmt_duration(wall, exact=True)}
         facts["wall_source"] = source
     return facts
 
 
-def snapshot(
-    config: dict[str, Any],
-    config_name: str,
-    claims: Claims,
-    sources: Path,
-    wall_seconds: float | None = None,
-) -> None:
-    """Copy the cited tables and the config snapshot from the config's figures_dir into
-    `sources`, and write run.json there."""
+def snapshot(config: dict, config_name: str, claims: Claims, doc: str | Path, wall=None) -> None:
+    """Copy the cited tables' CSVs and the config snapshot from the config's figures_dir into
+    the sources folder of `doc`, and write run.json there."""
     from fpt import files
 
-    figures = Path(config["figures_dir"])
-    tables = cited_tables(claims)
-    missing = [t for t in tables if not (figures / f"{t}.md").exists()]
-    if missing:
+    figures, sources = Path(config["figures_dir"]), sources_dir(doc)
+    if missing := [f"{t}.csv" for t in claims.tables if not (figures / f"{t}.csv").exists()]:
         raise StudyError(
-            f"{figures}: no {', '.join(f'{t}.md' for t in missing)}. Run the study first: "
-            f"snakemake --cores 2 --configfile {config_name}"
+            f"{figures}: no {', '.join(missing)}. Run the study first: "
+            f"snakemake --cores all --configfile {config_name}"
         )
     sources.mkdir(parents=True, exist_ok=True)
-    for t in tables:
-        shutil.copyfile(figures / f"{t}.md", sources / f"{t}.md")
-    snap = figures / "config.yaml"
-    if snap.exists():
-        shutil.copyfile(snap, sources / "config.yaml")
+    for t in claims.tables:
+        shutil.copyfile(figures / f"{t}.csv", sources / f"{t}.csv")
+    if (figures / "config.yaml").exists():
+        shutil.copyfile(figures / "config.yaml", sources / "config.yaml")
     else:  # the validated config as rule config_snapshot writes it
         files.write_text(sources / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
-    facts = run_facts(config, config_name, wall_seconds)
+    facts = run_facts(config, config_name, str(doc), wall)
     files.write_text(sources / "run.json", json.dumps(facts, indent=1, sort_keys=True) + "\n")
-
-
-# ---- render: the document from the claims and the sources alone ----------------------------
-
-
-@dataclass
-class Sources:
-    tables: dict[str, str]  # target -> its markdown as copied
-    config: dict[str, Any]
-    facts: dict[str, Any]
-    folder: Path
-
-    @classmethod
-    def load(cls, folder: str | Path, tables: Iterable[str]) -> Sources:
-        folder = Path(folder)
-        missing = [t for t in tables if not (folder / f"{t}.md").exists()]
-        for f in ("run.json", "config.yaml"):
-            if not (folder / f).exists():
-                missing.append(f)
-        if missing:
-            raise StudyError(
-                f"{folder}: missing {', '.join(missing)} (run the snapshot: "
-                "python -m fpt.analysis.study --configfile study.yaml)"
-            )
-        return cls(
-            {t: (folder / f"{t}.md").read_text() for t in tables},
-            yaml.safe_load((folder / "config.yaml").read_text()),
-            json.loads((folder / "run.json").read_text()),
-            folder,
-        )
-
-
-def _cell(table: MdTable, ref: Ref, name: str, model: str) -> str:
-    """The cell `ref` of `table`. A compare table names a row by its backbone only where the
-    row has runs ("FPT (minilm l6)"); a row without any says "not in <label>" under its bare
-    label, and so does its cell here (its comparisons are then inconclusive)."""
-    try:
-        return table.cell(ref.row, ref.column, name)
-    except StudyError:
-        suffix = f" ({model})"
-        if not (model and isinstance(ref.row, str) and ref.row.endswith(suffix)):
-            raise
-        return table.cell(ref.row.removesuffix(suffix), ref.column, name)
-
-
-def _cells(claim: Claim, table: MdTable, c: Comparison, model: str) -> dict[str, Estimate]:
-    out = {}
-    for key in ("a", "b", "a_acc", "b_acc"):
-        ref = getattr(c, key)
-        if ref is not None:
-            out[key] = Estimate.parse(_cell(table, ref, claim.table, model))
-    return out
-
-
-def evaluate(
-    claim: Claim, table: MdTable, match_width: float, model: str = ""
-) -> list[dict[str, Any]]:
-    """Each comparison of `claim` with its cells and verdict."""
-    out = []
-    for c in claim.comparisons:
-        cells = _cells(claim, table, c, model)
-        v, why = verdict(
-            claim.kind, cells["a"], cells["b"], match_width, cells.get("a_acc"), cells.get("b_acc")
-        )
-        out.append({"comparison": c, "cells": cells, "verdict": v, "why": why})
-    return out
 
 
 def _flow(value: Any) -> str:
@@ -554,17 +307,14 @@ def _flow(value: Any) -> str:
     return str(value)
 
 
-def _design(config: dict[str, Any], facts: dict[str, Any]) -> list[str]:
+def _design(config: dict[str, Any], facts: dict[str, Any]) -> str:
     out = ["| task | steps | batch | evaluated every | task options |", "|---|---|---|---|---|"]
-    defaults = config.get("defaults", {})
+    batch = config.get("defaults", {}).get("batch_size", "—")
     for task, s in (config.get("tasks") or {}).items():
         opts = ", ".join(f"{k}: {_flow(v)}" for k, v in (s.get("options") or {}).items())
-        batch = s.get("batch_size", defaults.get("batch_size", "—"))
-        out.append(
-            f"| {task} | {s.get('steps', '—')} | {batch} | {s.get('eval_every', '—')} | {opts} |"
-        )
+        cells = [task, s.get("steps", "—"), s.get("batch_size", batch), s.get("eval_every", "—")]
+        out.append("| " + " | ".join(map(str, [*cells, opts])) + " |")
     out += ["", "| experiment | runs | settings | what it tests |", "|---|---|---|---|"]
-    runs = facts.get("experiment_runs", {})
     for name, exp in (config.get("experiments") or {}).items():
         settings = dict(exp.get("settings") or {})
         if exp.get("protocol") == "swept":
@@ -573,172 +323,115 @@ def _design(config: dict[str, Any], facts: dict[str, Any]) -> list[str]:
             settings["patience"] = sweep.get("patience")
         text = "; ".join(f"{k}: {_flow(v)}" for k, v in settings.items()) or "the tasks' own"
         desc = " ".join(str(exp.get("description", "")).split())
-        out.append(f"| {name} | {runs.get(name, '—')} | {text} | {desc} |")
-    return out
+        runs = facts.get("experiment_runs", {}).get(name, "—")
+        out.append(f"| {name} | {runs} | {text} | {desc} |")
+    return "\n".join(out)
 
 
-def _facts(facts: dict[str, Any]) -> list[str]:
+def _facts(f: dict[str, Any]) -> str:
     def one(key: str) -> str:
-        v = facts.get(key)
-        return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+        return ", ".join(map(str, f[key])) if isinstance(f[key], list) else str(f[key])
 
-    wall = (
-        f"**{facts['wall_time']}** ({facts['wall_source']})"
-        if "wall_time" in facts
-        else "not measured (no benchmark files)"
-    )
-    lines = [
-        f"- Config: `{facts['config']}` (label {facts.get('label')}): {facts['runs']} runs in "
-        f"{facts['training_jobs']} training jobs ({facts['packs']} fused packs of up to "
-        f"{facts['pack_size']} runs), seeds {one('seeds')}, {facts['train_threads']} thread(s) "
-        "per job.",
+    threads = f.get("train_threads") or 1
+    packs = f" ({f['packs']} fused packs of up to {f['pack_size']} runs)" if f["packs"] else ""
+    wall = f"**{f['wall_time']}** ({f['wall_source']})" if "wall_time" in f else "not measured"
+    out = [
+        f"- Config: `{f['config']}` (label {f['label']}): {f['runs']} runs in "
+        f"{f['training_jobs']} training jobs{packs}, seeds {one('seeds')}, {threads} "
+        f"thread{'s' * (threads != 1)} per job.",
         f"- Wall time of the run: {wall}.",
     ]
-    if "train_job_time" in facts:
-        lines.append(
-            f"- Training jobs' time, summed over both job slots: {facts['train_job_time']}."
+    if "train_job_time" in f:
+        out.append(f"- Training jobs' time, summed over the jobs: {f['train_job_time']}.")
+    if "git_rev" in f:
+        out.append(f"- Code: the runs were made with fpt at commit {one('git_rev')}.")
+    if "device_name" in f:
+        out.append(
+            f"- Machine: {one('device_name')} ({one('device')}; {f['cores']} cores where this "
+            f"report was generated); torch {one('torch_version')}, transformers "
+            f"{one('transformers_version')}, Python {one('python_version')}; "
+            f"{f['finished_runs']} runs finished."
         )
-    if "device_name" in facts:
-        lines.append(
-            f"- Machine: {one('device_name')} ({one('device')}; {facts['cores']} cores where this "
-            f"report was generated); torch "
-            f"{one('torch_version')}, transformers {one('transformers_version')}, Python "
-            f"{one('python_version')}; fpt {one('git_rev')}; {facts.get('finished_runs')} runs "
-            "finished."
-        )
-    return lines
+    return "\n".join(out)
 
 
-def _heading_anchor(title: str) -> str:
-    slug = re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
-    return f"#{slug}"
+def _anchor(title: str) -> str:
+    return "#" + re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
 
 
-def render(claims: Claims, src: Sources) -> str:
-    """docs/study.md from the claims and the snapshot."""
-    tables = {t: MdTable.parse(src.tables[t], t) for t in cited_tables(claims)}
-    results = {
-        c.id: evaluate(c, tables[c.table], claims.match_width, claims.model) for c in claims.claims
-    }
-    lines = [f"# {claims.title}", ""]
-    if claims.intro:
-        lines += [claims.intro, ""]
-    lines += [
-        "Generated from the run's own tables; do not edit by hand. To regenerate after "
-        "running the study: `snakemake --cores 2 --configfile study.yaml`, then "
-        "`python -m fpt.analysis.study --configfile study.yaml --out docs/study.md`. The claims, "
-        "the cells each compares and the notes on scale live in `docs/study_claims.yaml`; the "
-        "copies of the tables quoted here, the config and the run's facts in `docs/study/`. "
-        "`python -m fpt.analysis.study --check docs/study.md` (run by tests/test_study.py) "
-        "checks that this file is what those copies give and that every number in it occurs in "
-        "them.",
-        "",
+def render(claims: Claims, sources: str | Path) -> str:
+    """The document from the claims and the sources folder (`snapshot`) alone."""
+    folder = Path(sources)
+    need = [f"{t}.csv" for t in claims.tables] + ["run.json", "config.yaml"]
+    if missing := [x for x in need if not (folder / x).exists()]:
+        raise StudyError(f"{folder}: missing {', '.join(missing)} (snapshot a run first)")
+    tables = {t: CsvTable.read(folder / f"{t}.csv") for t in claims.tables}
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    f = json.loads((folder / "run.json").read_text())
+    cs, missing_text = claims.claims, f"not in {f.get('label') or 'config'}"
+    results = {c["id"]: evaluate(c, tables[c["table"]], claims, missing_text) for c in cs}
+    verdicts = {k: overall([r["verdict"] for r in rs]) for k, rs in results.items()}
+    summary = [
+        f"| [{c['title']}]({_anchor(c['title'])}) | `{c['table']}` | {verdicts[c['id']]} |"
+        for c in cs
+    ]
+    name, report, width = f["config"], f.get("report", "<this file>"), f"{claims.match_width:g}"
+    blocks = [
+        f"# {claims.title}",
+        claims.intro,
+        "Generated from the run's tables; do not edit by hand. To regenerate after running "
+        f"the study: `snakemake --cores {f.get('cores', 'all')} --configfile {name}`, then "
+        f"`python -m fpt.analysis.study --configfile {name} --out {report}`. The claims, the "
+        f"cells each compares and the notes on scale are in `{Path(report).stem}_claims.yaml` "
+        "beside this file; the copies of the cited tables' CSVs, the config and the run's facts "
+        f"in `{folder.name}/` beside it. `python -m fpt.analysis.study --check {report}` checks "
+        "that this file is what they render to.",
         "## The run",
-        "",
-        *_facts(src.facts),
-        "",
+        _facts(f),
         "### Design (from the config)",
-        "",
-        *_design(src.config, src.facts),
-        "",
+        _design(config, f),
         "## How to read the verdicts",
-        "",
         "Cells are our test accuracy (%) at each run's final evaluation, mean over seeds ± the "
-        "half-width of the 95% t-interval, with n = seeds, exactly as the tables print them "
-        "(steps to converge likewise, in steps). Each claim compares cells A and B of its "
-        "table, one comparison per task or setting, by one rule:",
-        "",
-        *(f"- `{k}`: {RULES[k].format(match_width=f'{claims.match_width:g}')}" for k in KINDS),
-        "",
-        f"{OVERALL} A cell without an interval (one seed, no runs) makes its comparison "
-        "inconclusive.",
-        "",
+        "half-width of the 95% t-interval, with n = seeds, as the tables print them (steps to "
+        "converge likewise, in steps). Each claim compares cells A and B of its table, one "
+        "comparison per task or setting, by one rule:",
+        "\n".join(f"- `{k}`: {rule.format(match_width=width)}" for k, rule in RULES.items()),
+        OVERALL,
         "## Summary",
-        "",
-        "| claim | table | verdict |",
-        "|---|---|---|",
+        "\n".join(["| claim | table | verdict |", "|---|---|---|", *summary]),
     ]
-    for c in claims.claims:
-        v = overall(r["verdict"] for r in results[c.id])
-        lines.append(f"| [{c.title}]({_heading_anchor(c.title)}) | `{c.table}` | {v} |")
-    shown: dict[str, str] = {}
-    for c in claims.claims:
-        rows = results[c.id]
-        v = overall(r["verdict"] for r in rows)
-        lines += [
-            "",
-            f"## {c.title}",
-            "",
-            f"**Claim** ({c.source}): {c.claim}",
-            "",
-            f"**Verdict: {v}** (rule `{c.kind}`; A = {c.a_name}, B = {c.b_name}).",
-            "",
+    for c in cs:
+        comparisons = []
+        for r in results[c["id"]]:
+            cell = {k: e.text for k, e in r["cells"].items()}
+            what = f"A {cell['a']} vs B {cell['b']}"
+            if c["kind"] == "fewer_steps":
+                what = f"steps {what}; accuracy A {cell['a_acc']} vs B {cell['b_acc']}"
+            comparisons.append(f"- {r['label']}: {what}: **{r['verdict']}** ({r['why']}).")
+        copy = f"{folder.name}/{c['table']}.csv"
+        blocks += [
+            f"## {c['title']}",
+            f"**Claim** ({c['source']}): {c['claim']}",
+            f"**Verdict: {verdicts[c['id']]}** (rule `{c['kind']}`; A = {c['a_name']}, B = "
+            f"{c['b_name']}).",
+            "\n".join(comparisons),
+            f"Cells from the run's table `{c['table']}` (in full: `{config.get('figures_dir')}/"
+            f"{c['table']}.md`; as copied here: [`{copy}`]({copy})).",
+            f"**At the paper's scale:** {c['scale']}",
         ]
-        for r in rows:
-            cells = r["cells"]
-            what = f"A {cells['a'].text} vs B {cells['b'].text}"
-            if c.kind == "fewer_steps":
-                what = (
-                    f"steps A {cells['a'].text} vs B {cells['b'].text}; accuracy A "
-                    f"{cells['a_acc'].text} vs B {cells['b_acc'].text}"
-                )
-            lines.append(f"- {r['comparison'].label}: {what}: **{r['verdict']}** ({r['why']}).")
-        lines.append("")
-        if c.table in shown:
-            lines.append(
-                f"Our table: `{c.table}`, shown under [{shown[c.table]}]"
-                f"({_heading_anchor(shown[c.table])}) above."
-            )
-        else:
-            shown[c.table] = c.title
-            lines += [
-                f"Our table, `{c.table}` (copied verbatim from the run: "
-                f"`docs/study/{c.table}.md`):",
-                "",
-                src.tables[c.table].rstrip("\n"),
-            ]
-        lines += ["", f"**At the paper's scale:** {c.scale}"]
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return "\n\n".join(b for b in blocks if b) + "\n"
 
 
-# ---- the check ----------------------------------------------------------------------------
+def check(doc: str | Path, claims: str | Path | None = None) -> str | None:
+    """None when `doc` is what its sources render to; else what is wrong."""
+    text = render(load_claims(claims or default_claims(doc)), sources_dir(doc))
+    if text == Path(doc).read_text():
+        return None
+    return f"{doc} is not what its sources render to: regenerate it (--out {doc}), not by hand"
 
 
-def numbers(text: str) -> set[str]:
-    return set(NUMBER.findall(text))
-
-
-def check(doc: str | Path, claims_path: str | Path | None = None) -> list[str]:
-    """What is wrong with `doc` (empty: nothing): not what its sources give, a number that
-    occurs in none of its sources, a quoted cell that occurs in no table copy."""
-    doc = Path(doc)
-    claims = load_claims(claims_path or default_claims(doc))
-    src = Sources.load(sources_dir(doc), cited_tables(claims))
-    text = doc.read_text()
-    problems = []
-    if render(claims, src) != text:
-        problems.append(
-            f"{doc} is not what {sources_dir(doc)} and the claims file give (edited by hand, or "
-            f"stale): regenerate it with python -m fpt.analysis.study --out {doc}"
-        )
-    source_text = [
-        *src.tables.values(),
-        claims.text,
-        (src.folder / "run.json").read_text(),
-        (src.folder / "config.yaml").read_text(),
-    ]
-    allowed = set().union(*(numbers(t) for t in source_text))
-    stray = sorted(numbers(text) - allowed)
-    if stray:
-        problems.append(f"{doc}: numbers in none of its sources: {', '.join(stray)}")
-    table_text = "\n".join(src.tables.values())
-    for q in sorted(set(QUOTED.findall(text))):
-        if q not in table_text:
-            problems.append(f"{doc}: the cell {q!r} is in no table copy")
-    return problems
-
-
-# ---- command line ------------------------------------------------------------------------
+def default_claims(doc: str | Path) -> Path:
+    return Path(doc).parent / f"{Path(doc).stem}_claims.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -749,38 +442,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configfile", help="snapshot this config's run first (e.g. study.yaml)")
     p.add_argument("--out", default="docs/study.md", help="the document (default docs/study.md)")
     p.add_argument("--claims", help="claims file (default: <out stem>_claims.yaml beside it)")
-    p.add_argument(
-        "--wall-seconds",
-        type=float,
-        help="the study's wall time measured by hand (default: from the files' times)",
-    )
-    p.add_argument("--check", metavar="DOC", help="check DOC against its sources instead")
+    p.add_argument("--wall-seconds", type=float, help="the run's wall time measured by hand")
+    p.add_argument("--check", metavar="DOC", help="check that DOC is what its sources render to")
     args = p.parse_args(argv)
     try:
         if args.check:
-            problems = check(args.check, args.claims)
-            for msg in problems:
-                print(msg, file=sys.stderr)
-            if not problems:
-                print(f"{args.check}: consistent with its sources")
-            return 1 if problems else 0
+            problem = check(args.check, args.claims)
+            print(problem or f"{args.check}: what its sources render to", file=sys.stderr)
+            return 1 if problem else 0
         from fpt import files
 
-        out = Path(args.out)
-        claims = load_claims(args.claims or default_claims(out))
+        claims = load_claims(args.claims or default_claims(args.out))
         if args.configfile:
-            from fpt.grid import ConfigError, load_config
-
-            try:
-                config = load_config(args.configfile)
-            except ConfigError as exc:
-                raise StudyError(str(exc)) from None
-            snapshot(config, args.configfile, claims, sources_dir(out), args.wall_seconds)
-        src = Sources.load(sources_dir(out), cited_tables(claims))
-        files.write_text(out, render(claims, src))
-        print(f"wrote {out} (sources: {sources_dir(out)})")
+            config = load_config(args.configfile)
+            snapshot(config, args.configfile, claims, args.out, args.wall_seconds)
+        files.write_text(args.out, render(claims, sources_dir(args.out)))
+        print(f"wrote {args.out} (sources: {sources_dir(args.out)})")
         return 0
-    except StudyError as exc:
+    except (StudyError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,20 +7,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fpt.analysis.render import fmt_duration
 from fpt.plan.gpus import GPUS
 
 if TYPE_CHECKING:
     from fpt.plan.experiments import Plan, Row
-
-
-def fmt_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 def fmt_flops(flops: float) -> str:

@@ -98,9 +98,13 @@ def build(ctx: BuildContext) -> None:
             data.append({
                 "task": task, "backbone": backbone, "size": size, "variant": variant,
                 "tolerance": tol, "noise_z": z,
-                "fpt_steps": cells["FPT"].mean, "fpt_n": cells["FPT"].n,
-                "random_steps": cells["random"].mean, "random_n": cells["random"].n,
-                "speedup": speed, "fpt_accuracy": accs["FPT"].mean, "random_accuracy": accs["random"].mean,
+                "fpt_steps": cells["FPT"].mean, "fpt_steps_ci95": cells["FPT"].ci95, "fpt_n": cells["FPT"].n,
+                "random_steps": cells["random"].mean, "random_steps_ci95": cells["random"].ci95,
+                "random_n": cells["random"].n, "speedup": speed,
+                "fpt_accuracy": accs["FPT"].mean, "fpt_accuracy_ci95": accs["FPT"].ci95,
+                "fpt_accuracy_n": accs["FPT"].n,
+                "random_accuracy": accs["random"].mean, "random_accuracy_ci95": accs["random"].ci95,
+                "random_accuracy_n": accs["random"].n,
                 "paper_fpt_steps": ref[0] if ref else None, "paper_random_steps": ref[1] if ref else None,
                 "paper_speedup": ref[2] if ref else None,
             })  # fmt: skip
