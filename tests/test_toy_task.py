@@ -1,15 +1,14 @@
-"""A task is one module: a toy task written to a folder outside the package (the parity of
-four bits read from a file that its own dataset's fetch function writes, no network) and a
-config listing it in `task_modules` are all it takes for the task to be validated by the
-config schema, fetched (`fpt fetch-data`, Snakemake rule fetch_data and target
-fetch_<dataset>), trained, and shown under its label in the tables."""
+"""A task is one module: the example task docs/examples/parity_task.py, copied to a folder
+outside the package (the parity of four bits read from a file that its own dataset's fetch
+function writes, no network), and a config listing it in `task_modules` are all it takes
+for the task to be validated by the config schema, fetched (`fpt fetch-data`, Snakemake rule
+fetch_data and target fetch_<dataset>), trained, and shown under its label in the tables."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import textwrap
 
 import pandas as pd
 import pytest
@@ -21,67 +20,8 @@ from tests.conftest import REPO, SNAKEMAKE
 MODULE = "fpt_toy_parity_task"  # a name no other test or package uses
 TASK, DATASET, FOLDER, LABEL = "toy_parity", "toy_parity_bits", "toy-parity-bits", "Toy parity"
 
-TOY_MODULE = textwrap.dedent(
-    '''
-    """Toy task: the parity of 4 bits, one bit per token, from data/toy-parity-bits/bits.txt."""
-
-    from __future__ import annotations
-
-    import random
-    from pathlib import Path
-
-    import torch
-
-    from fpt import data as fdata
-    from fpt.data import download as dl
-    from fpt.tasks import Batch, HeadSpec, InputSpec, Task, register
-
-    N_BITS, N_EXAMPLES = 4, 320
-
-
-    def fetch_bits(data_dir: Path) -> Path:
-        """Stands in for a download: writes the file, then the marker with its SHA-256."""
-        path = data_dir / BITS.folder / "bits.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rng = random.Random(0)
-        path.write_text("".join(f"{rng.getrandbits(N_BITS):04b}\\n" for _ in range(N_EXAMPLES)))
-        return dl.write_marker(BITS.name, data_dir, {dl.relpath(path, data_dir): dl.sha256sum(path)})
-
-
-    BITS = fdata.DatasetInfo("toy_parity_bits", "toy-parity-bits", fetch_bits, "toy parity bits")
-
-
-    @register
-    class Parity(Task):
-        name = "toy_parity"
-        label = "Toy parity"
-        datasets = (BITS,)
-
-        @classmethod
-        def shapes(cls, options=None):
-            return InputSpec("continuous", 1, N_BITS), HeadSpec(1, 1, 2)
-
-        def setup(self):
-            super().setup()
-            self.input, self.head = self.shapes(self.options)
-            path = self.data_dir / BITS.folder / "bits.txt"
-            if not path.is_file():
-                raise fdata.missing(self.name, path, BITS.name, self.data_dir)
-            bits = torch.tensor([[int(c) for c in w] for w in path.read_text().split()])
-            x = (bits.float() * 2 - 1)[:, :, None].to(self.device)
-            y = (bits.sum(1, keepdim=True) % 2).to(self.device)
-            self.sets = {"train": (x[:256], y[:256]), "val": (x[256:288], y[256:288]),
-                         "test": (x[288:], y[288:])}
-
-        def train_batch(self, batch_size, generator):
-            x, y = self.sets["train"]
-            i = torch.randint(len(x), (batch_size,), generator=generator, device=generator.device)
-            return Batch(x[i.to(x.device)], y[i.to(x.device)])
-
-        def eval_batches(self, split, batch_size):
-            yield from Batch(*self.sets[split]).split(batch_size)
-    '''
-)
+# The example task users copy (docs/extending.md): tested here as it is shipped.
+EXAMPLE = REPO / "docs" / "examples" / "parity_task.py"
 
 
 def _config(**extra):
@@ -106,10 +46,10 @@ def _config(**extra):
 
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
-    """The toy module in a folder of its own on sys.path; the registries as they were after."""
+    """The example module in a folder of its own on sys.path; the registries as they were after."""
     mods = tmp_path / "mods"
     mods.mkdir()
-    (mods / f"{MODULE}.py").write_text(TOY_MODULE)
+    (mods / f"{MODULE}.py").write_text(EXAMPLE.read_text())
     monkeypatch.syspath_prepend(str(mods))
     tasks, datasets = dict(TASKS), dict(DATASETS)
     try:
