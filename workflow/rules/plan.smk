@@ -1,4 +1,4 @@
-# The grid's cost before it starts (README, "Before a grid: its cost"): `fpt plan`'s table
+# The grid's cost before it starts (docs/operations.md): `fpt plan`'s table
 # for this config as RESULTS/plan.tsv and RESULTS/plan.md, printed too. On demand
 # (`snakemake plan`), not part of `all`; it trains nothing and reads no data or weights.
 import json
