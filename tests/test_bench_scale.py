@@ -140,9 +140,29 @@ def test_report_shows_the_measured_at_scale_figures(tmp_path):
             }
         )
     )
+    (tmp_path / "dryrun.json").write_text(
+        json.dumps(
+            {
+                "configfile": "config.yaml",
+                "jobs": 1030,
+                "seconds": 7.25,
+                "all_seconds": [7.5, 7.25],
+                "loadavg_before": load,
+                "loadavg_after": load,
+                "nproc": 2,
+                "cpu": "CPU A",
+            }
+        )
+    )
+    (tmp_path / "machine.txt").write_text("nproc: 2\nmodel name\t: CPU B\ndate: 2026-01-02\n")
     text = report(tmp_path)
     row = next(line for line in text.splitlines() if "render table1_fpt_vs_full" in line)
     assert "10000 runs, 320000 rows" in row and "| 3.2 |" in row  # the file's measurement
+    assert "met" not in text.split() and "target" not in text  # measured figures only
+    # each figure under the machine that measured it: the file's own cpu, else machine.txt's
+    heads = [line for line in text.splitlines() if line.startswith("## ")]
+    assert heads == ["## Measured on CPU A, 2 cores", "## Measured on CPU B, 2 cores, 2026-01-02"]
+    assert text.index("| 7.2 |") < text.index(heads[1]) < text.index("| 3.2 |")
 
 
 @pytest.mark.slow  # Snakemake parses the workflow: ~5-10 s on 2 shared cores
