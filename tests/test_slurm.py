@@ -1,5 +1,6 @@
 """The .test grid through the project's SLURM profile on a real one-node cluster
-(slurmctld + slurmd, started by .ci/run via .ci/slurm/up.sh)."""
+(slurmctld + slurmd, started by .ci/run via .ci/slurm/up.sh), its stand-in GPUs asked for as
+a real cluster's, and the profiles' one place for the training jobs' site settings."""
 
 import json
 import os
@@ -7,12 +8,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
 import pytest
 import yaml
 
+from fpt import attempt_log
 from fpt.metrics import read_run
 from fpt.spec import RunSpec
 from fpt.train import train
@@ -30,7 +33,9 @@ def _cluster_up() -> bool:
 # In CI the cluster is part of the test environment and must be up; elsewhere the test
 # runs when a cluster is there (start one with .ci/slurm/up.sh) and is skipped otherwise.
 REQUIRED = os.environ.get("FPT_REQUIRE_SLURM") == "1"
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = pytest.mark.slow
+# the tests that need the cluster (the profile checks below it do not)
+cluster = pytest.mark.slurm
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,7 @@ def _slurm_cmd(work, configfile, *config: str) -> list[str]:
     return cmd + (["--config", *config] if config else [])
 
 
+@cluster
 def test_test_grid_through_the_slurm_profile(slurm_up, tmp_path, tiny_weights_dir, local_test_grid):
     cmd = _slurm_cmd(tmp_path, REPO / ".test" / "config.yaml", f"weights_dir={tiny_weights_dir}")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
@@ -94,6 +100,7 @@ def test_test_grid_through_the_slurm_profile(slurm_up, tmp_path, tiny_weights_di
         ).read_text(), name
 
 
+@cluster
 def test_dead_snakemake_recipe_on_slurm(slurm_up, tmp_path):
     """README, "Snakemake itself died", followed as written on the real cluster: Snakemake is
     killed while a training job runs; its orphaned jobs are found with squeue and cancelled
@@ -189,6 +196,7 @@ def _wait_until(pred, what: str, timeout: float, proc=None, log_path=None) -> No
         time.sleep(0.5)
 
 
+@cluster
 @pytest.mark.parametrize("orphans_are", ["cancelled", "waited for"])
 def test_a_resubmitted_job_of_a_run_still_training_fails_fast_naming_it(
     slurm_up, tmp_path, orphans_are
@@ -302,9 +310,9 @@ def test_a_resubmitted_job_of_a_run_still_training_fails_fast_naming_it(
     assert not df.duplicated(["step", "split"]).any()
     # One log, every attempt in order: A (from its first line), B refused, then (A
     # cancelled) C resuming where A stopped; the training lines never interleave (never two
-    # trainers at once), and the log keeps its second name.
+    # trainers at once), and the log keeps its second name (fpt.attempt_log).
     text = run_log.read_text()
-    assert (logs / "train_history" / f"{run}.log").read_text() == text
+    assert attempt_log.history(run_log).read_text() == text
     headers = re.findall(r"==== fpt train attempt: .* SLURM job (\d+) at ", text)
     assert text.startswith(f"==== fpt train attempt: host {host} pid {pid_a} SLURM job {job_a}")
     logged = [int(s) for s in re.findall(rf" step (\d+)/{steps} ", text)]
@@ -319,3 +327,195 @@ def test_a_resubmitted_job_of_a_run_still_training_fails_fast_naming_it(
     a_part, c_part = text.split(f"SLURM job {headers[-1]} at ")
     assert "received signal 15" in a_part, a_part[-2000:]  # A checkpointed on scancel's TERM
     assert f"resuming {run} from step" in c_part and f"step {steps}/{steps}" in c_part
+
+
+# --- The training jobs' site settings: the profiles' default-resources, one place ----------
+
+# The rules of a workflow and which run where: local (the submit host) or submitted.
+_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+snakefile, configfile, workdir = map(Path, sys.argv[1:4])
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    wf = api.workflow(ResourceSettings(), ConfigSettings(configfiles=[configfile]),
+                      snakefile=snakefile, workdir=workdir)._workflow
+    # Workflow.is_local without its local_exec (this workflow runs on no executor)
+    print(json.dumps({r.name: r.group is None and (r.name in wf._localrules or r.norun
+                      or r.is_template_engine) for r in wf.rules}))
+"""
+
+
+def test_every_submitted_rule_is_a_training_rule(tmp_path):
+    """The profiles give their site settings (partition, account, GPU model, the SIGUSR1
+    warning) as default-resources, i.e. to every job they submit: which must be training
+    jobs only, rule train and the fused packs' train_pack_<hash> rules. study.yaml has packs."""
+    cmd = [sys.executable, "-c", _RULES, str(REPO / "workflow/Snakefile"),
+           str(REPO / "study.yaml"), str(tmp_path)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    local = json.loads(out.stdout.strip().splitlines()[-1])
+    submitted = sorted(name for name, is_local in local.items() if not is_local)
+    packs = [n for n in submitted if re.fullmatch(r"train_pack_[0-9a-f]{12}", n)]
+    assert packs, "study.yaml should have packs"
+    assert submitted == sorted(["train", *packs]), submitted
+    assert len(local) > len(submitted) + 20  # downloads, collect, selection, every target
+
+
+def test_lone_and_packed_training_jobs_get_the_site_settings(tmp_path):
+    """A dry run of study.yaml (lone runs and packs) through the SLURM profile: every
+    training job carries the profile's site settings; its memory and time stay the config's.
+    Both profiles keep them in default-resources only (the CI profile's reach the cluster in
+    test_lone_and_packed_jobs_ask_for_gpus_as_on_a_real_cluster)."""
+    for profile in ("workflow/profiles/slurm", ".test/slurm-profile"):
+        prof = yaml.safe_load((REPO / profile / "config.yaml").read_text())
+        assert "set-resources" not in prof, profile  # nothing overrides the rules' resources
+        defaults = prof["default-resources"]
+        assert not {"mem_mb", "runtime", "gpu", "mem_mb_per_cpu"} & set(defaults), profile
+        assert "--signal=USR1@" in defaults["slurm_extra"], profile
+    profile = REPO / "workflow/profiles/slurm"
+    cmd = [*SNAKEMAKE, "-n", "--workflow-profile", str(profile), "--directory", str(tmp_path),
+           "--configfile", str(REPO / "study.yaml")]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    pattern = r"^rule (train|train_pack_[0-9a-f]+):\n(.*?)(?=^\[|^rule |\Z)"
+    resources = {}
+    for rule, block in re.findall(pattern, out.stdout, re.M | re.S):
+        (line,) = re.findall(r"^\s+resources: (.*)$", block, re.M)
+        resources.setdefault(rule, []).append(dict(kv.split("=", 1) for kv in line.split(", ")))
+    assert "train" in resources and any(r.startswith("train_pack_") for r in resources)
+    for rule, each in resources.items():
+        for res in each:
+            assert res["slurm_extra"] == "--signal=USR1@120", (rule, res)
+            assert res["mem_mb"] == "4000" and res["runtime"] == "60", (rule, res)  # study.yaml's
+
+
+# --- GPUs: stand-in GPUs on the CI node, asked for as on a real cluster ---------------------
+
+# device auto: the jobs ask for a GPU (gpu=1 -> sbatch --gpus=1), find no CUDA in it and
+# train on the CPU, so their metrics equal a CPU run's. Two lrs of one random backbone and
+# seed pack (pack_size 2); the Bit Memory run trains lone. Two jobs, at once (jobs: 2): one on
+# each of the node's two GPUs.
+GPU_CONFIG = {
+    "results_dir": "results",
+    "figures_dir": "figures",
+    "device": "auto",
+    "train_threads": 1,
+    "train_mem_mb": 1000,
+    "train_runtime_min": 10,
+    "pack_size": 2,
+    "defaults": {
+        "backbone": "gpt2",
+        "size": "tiny",
+        "init": "random",
+        "steps": 40,
+        "batch_size": 8,
+        "eval_every": 20,
+        "ckpt_every": 20,
+        "options": {"val_size": 64, "test_size": 128},
+    },
+    "experiments": {
+        "table1": {
+            "grid": [
+                {"task": ["bit_xor"], "backbone": ["gpt2"], "lr": [1.0e-3, 1.0e-2]},
+                {"task": ["bit_memory"], "backbone": ["gpt2"]},
+            ]
+        }
+    },
+}
+
+
+def _scontrol(job: str) -> dict[str, str]:
+    """scontrol -d show job: every Key=Value field (MinJobAge keeps finished jobs listed)."""
+    out = subprocess.run(["scontrol", "-d", "show", "job", job], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+@cluster
+def test_gpu_jobs_get_a_gpu_each(slurm_up):
+    """.ci/slurm/smoke.sh: a CPU job, then two --gpus=1 jobs at once, each with its own GPU
+    and CUDA_VISIBLE_DEVICES (in the batch script and in an srun step)."""
+    out = subprocess.run(["bash", str(REPO / ".ci/slurm/smoke.sh")], capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "GPU jobs" in out.stdout and "on GPUs" in out.stdout, out.stdout  # the node has GPUs
+
+
+@cluster
+def test_lone_and_packed_jobs_ask_for_gpus_as_on_a_real_cluster(slurm_up, tmp_path):
+    """The CI profile as a cluster user's (partition gpu, the SIGUSR1 warning, --gpus=1 from
+    device auto): a lone run and a fused pack are submitted with every site setting, each
+    job gets a GPU of the node, and every run trains to the metrics of a CPU run, bit for
+    bit."""
+    import torch
+
+    from fpt import grid
+    from fpt.fused import train_pack
+
+    if torch.cuda.is_available():
+        pytest.skip("device auto would train on this machine's GPU, not its CPU")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(GPU_CONFIG))
+    g = grid.expand(grid.load_config(cfg))
+    packed = [r for runs in g.packs.values() for r in runs]
+    lone = [r for r in g.runs if r not in packed]
+    assert len(g.packs) == 1 and len(packed) == 2 and len(lone) == 1, g.packs
+    (pack,) = g.packs
+    pack_rule = f"train_{pack.replace('-', '_')}"
+
+    # --verbose: the plugin logs each sbatch call (scontrol does not show --signal); no
+    # retries: each job is submitted once, and a job that fails fails the test at once
+    cmd = [*_slurm_cmd(tmp_path, cfg), "--verbose", "--retries", "0", "collect"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    log = out.stdout + out.stderr
+    if out.returncode != 0:  # the jobs' own logs say why (e.g. srun refusing a GPU step)
+        errors = [
+            f"{j.name}: {line}"
+            for j in sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
+            for line in j.read_text().splitlines()
+            if re.search(r"error|Traceback", line, re.I)
+        ]
+        pytest.fail(log[-3000:] + "\n--- errors in the jobs' SLURM logs:\n" + "\n".join(errors))
+
+    # One sbatch call per training job, no retry, each with the site settings and a GPU.
+    calls = re.findall(r"^sbatch call: (sbatch .*)$", log, re.M)
+    by_rule = {}
+    for call in calls:
+        (comment,) = re.findall(r" --comment (\S+)", call)
+        by_rule.setdefault(comment.split("_wildcards_")[0], []).append(call)
+        for flag in (" -p gpu ", " --signal=USR1@60 ", " --gpus=1", " -t 10 ", " --mem 1000 "):
+            assert flag in call, (flag, call[:800])
+    assert {r: len(c) for r, c in by_rule.items()} == {"rule_train": 1, f"rule_{pack_rule}": 1}
+
+    # What Slurm made of them: each job COMPLETED in partition gpu with one GPU of the node.
+    job_ids = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    assert len(job_ids) == 2, log[-3000:]
+    comments = []
+    for job in job_ids:
+        info = _scontrol(job)
+        assert info["JobState"] == "COMPLETED" and info["Partition"] == "gpu", info
+        assert info["TresPerJob"] == "gres:gpu:1" and info["JOB_GRES"] == "gpu:1", info
+        assert info["TimeLimit"] == "00:10:00", info
+        comments.append(info["Comment"].split("_wildcards_")[0])
+    assert sorted(comments) == sorted(["rule_train", f"rule_{pack_rule}"])
+
+    # Trained on the CPU (no CUDA behind the stand-in GPU), to a CPU run's metrics exactly:
+    # the lone runs as `fpt train`, the pack as `fpt train-pack`, here in this process.
+    runs = tmp_path / "results" / "runs"
+    alone = tmp_path / "alone"
+    here = {r: train(g.runs[r], alone / r, device="auto", threads=1, handle_signals=False)
+            for r in lone}  # fmt: skip
+    fused = train_pack([g.runs[r] for r in packed], [alone / r for r in packed],
+                       device="auto", threads=1, handle_signals=False)  # fmt: skip
+    here.update(zip(packed, fused, strict=True))
+    cols = ["step", "split", "loss", "accuracy", "diverged"]
+    for run, metrics in here.items():
+        got = read_run(runs / run / "metrics.parquet")
+        assert set(got["device"]) == {"cpu"}, run
+        pd.testing.assert_frame_equal(
+            got[cols].sort_values(cols[:2]).reset_index(drop=True),
+            read_run(metrics)[cols].sort_values(cols[:2]).reset_index(drop=True),
+            check_exact=True,
+        )
