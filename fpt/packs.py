@@ -42,6 +42,10 @@ def why_not_packable(specs: list[RunSpec]) -> str | None:
     spec = specs[0]
     if not family(spec.backbone).packs:
         return f"the {spec.backbone} backbone does not train fused (Family.packs)"
+    if spec.precision not in family(spec.backbone).pack_precisions:
+        return (
+            f"{spec.backbone} runs do not train fused in {spec.precision} (Family.pack_precisions)"
+        )
     if spec.init == "bit_memory":
         return "init=bit_memory runs load their source run's backbone (train them lone)"
     if spec.options.get("cache_features"):

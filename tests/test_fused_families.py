@@ -112,6 +112,19 @@ def test_the_families_that_do_not_pack_never_share_a_process():
         assert pack_runs(runs, 3) == {}
 
 
+def test_longformer_bf16_runs_train_lone():
+    """Fused Longformer in bf16 gives non-finite gradients from its first step (its fp32
+    packs equal their lone runs, above): the grid trains those runs lone, and says why."""
+    base = RunSpec(task="bit_xor", backbone="longformer", size="tiny", init="random")
+    for precision, packs in (("fp32", 1), ("bf16", 0)):
+        runs = {
+            s.path: s
+            for s in (dataclasses.replace(base, lr=lr, precision=precision) for lr in (1e-3, 1e-4))
+        }
+        assert len(pack_runs(runs, 3)) == packs
+    assert "bf16 (Family.pack_precisions)" in why_not_packable(list(runs.values()))
+
+
 # ---------------------------------------------------------------- what fused.py leans on
 
 
