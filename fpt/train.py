@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fpt import checkpoint, features, precision, runlock, tracking
+from fpt import checkpoint, features, precision, rng, runlock, tracking
 from fpt.early_stop import EarlyStopping
 from fpt.metrics import PROGRESS, provenance, read_run, to_table, write_atomic
 from fpt.models import FPT, build_for_spec, count_params
@@ -171,61 +171,6 @@ def train_step(
     opt.step()
 
 
-def _rng_state(
-    generator: torch.Generator, device: torch.device, dropout: torch.Generator | None = None
-) -> dict[str, Any]:
-    """The run's RNG states and the device they belong to: the data generator's, the global
-    CPU one (dropout draws on CPU) and, on CUDA, the run's GPU's (dropout draws there), or, in
-    a fused pack (fpt.fused), the run's own dropout generator in the global one's place."""
-    state = {"device": device.type, "torch": torch.get_rng_state(), "data": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    if dropout is not None:
-        state["torch" if dropout.device.type == "cpu" else "dropout"] = dropout.get_state()
-    return state
-
-
-def reseed_streams(
-    seed: int, step: int, generator: torch.Generator, dropout: torch.Generator | None = None
-) -> None:
-    """A resume on another device than the checkpoint's: RNG states do not carry over between
-    CPU and CUDA (their states differ in kind and size), so every stream restarts from a seed
-    made of the run's seed and the step it resumes at. The run goes on, deterministically,
-    but it draws other batches and dropout masks than an uninterrupted run would have."""
-    value = (seed * 1_000_003 + step) % 2**63
-    torch.manual_seed(value)  # the global CPU stream and every GPU's
-    generator.manual_seed(value + 1)
-    if dropout is not None:
-        dropout.manual_seed(value + 2)
-
-
-def _set_rng_state(
-    state: dict[str, Any],
-    generator: torch.Generator,
-    device: torch.device,
-    dropout: torch.Generator | None = None,
-) -> bool:
-    """Restore `_rng_state`'s output; False (nothing restored) when it was saved on another
-    kind of device. Checkpoints made before the device was recorded say so by a data state of
-    the wrong size."""
-    saved = state.get("device")
-    if saved is not None and saved != device.type:
-        return False
-    try:
-        generator.set_state(state["data"])
-    except RuntimeError:  # "RNG state is wrong size": an older checkpoint from another device
-        return False
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        cuda = state["cuda"]  # older checkpoints: one state per visible GPU
-        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, list) else cuda, device)
-    if dropout is not None:
-        key = "torch" if dropout.device.type == "cpu" else "dropout"
-        if key in state:
-            dropout.set_state(state[key])
-    return True
-
-
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """Only trainable tensors are checkpointed; frozen ones are rebuilt from weights + seed."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -346,7 +291,7 @@ class Loop:
             "rows": self.rows,
             "model": trainable_state(self.model),
             "optimizer": self.opt.state_dict(),
-            "rng": _rng_state(self.generator, self.device, self.dropout_rng),
+            "rng": rng.state(self.generator, self.device, self.dropout_rng),
             "acc": self.acc.state_dict(),
             "early_stopping": self.stopper.state_dict() if self.stopper is not None else None,
         }
@@ -364,18 +309,14 @@ class Loop:
             raise ValueError("its early-stopping state does not match the run's patience")
         self.model.load_state_dict(state["model"], strict=False)
         self.opt.load_state_dict(state["optimizer"])
-        if not _set_rng_state(state["rng"], self.generator, self.device, self.dropout_rng):
-            saved = state["rng"].get("device", "another device")
-            log.warning(
-                "resuming on %s a run checkpointed on %s: RNG states do not carry over between "
-                "devices, so the data and dropout streams are reseeded from seed %d and step "
-                "%d; the run goes on, with other draws than an uninterrupted run",
-                self.device.type,
-                saved,
-                self.spec.seed,
-                state["step"],
-            )
-            reseed_streams(self.spec.seed, state["step"], self.generator, self.dropout_rng)
+        rng.restore(
+            state["rng"],
+            self.generator,
+            self.device,
+            self.spec.seed,
+            state["step"],
+            self.dropout_rng,
+        )
         self.acc.load_state_dict(state["acc"])
         if self.stopper is not None:
             self.stopper.load_state_dict(state["early_stopping"])

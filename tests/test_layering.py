@@ -28,6 +28,7 @@ LAYERS = {
     "fpt.schema": 0,
     "fpt.runlock": 0,
     "fpt.attempt_log": 0,
+    "fpt.rng": 0,
     "fpt.gpu_lease": 0,
     "fpt.tracking": 0,
     "fpt.models": 1,

@@ -386,7 +386,7 @@ def test_a_resume_on_another_device_reseeds_its_streams_and_goes_on(tmp_path, ca
         else:
             state["rng"].pop("device")
         checkpoint.save(out / "checkpoint", state)
-        with caplog.at_level("WARNING", logger="fpt.train"):
+        with caplog.at_level("WARNING", logger="fpt.rng"):
             results.append(read_run(train(SHORT, out, device="cpu", handle_signals=False)))
         assert "RNG states do not carry over between devices" in caplog.text
         assert "reseeded from seed 0 and step 10" in caplog.text
