@@ -470,6 +470,13 @@ def dump(path, obj):
     Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def verdict(failures):
+    """Print each failure; the step's exit status (1 when any)."""
+    for f in failures:
+        print("FAIL:", str(f)[:230])
+    return 1 if failures else 0
+
+
 def env(mode, out):
     import platform
 
@@ -584,9 +591,7 @@ def precision(device, out):
             res["tf32"] = {"refused": True, "message": str(exc)}
             print(f"tf32 on cpu refused: {str(exc)[:120]}")
     dump(out, {"device": P.device_name(dev), "modes": res, "failed": failed})
-    for f in failed:
-        print("FAIL:", f)
-    return 1 if failed else 0
+    return verdict(failed)
 
 
 def _final(metrics):
@@ -622,9 +627,7 @@ def runs(device, out, *dirs):
         print(f"{d.name}: {r['device']} ({str(r['device_name'])[:28]}) {r['precision']}, "
               f"{steps} steps in {r['wall_s']:.1f} s ({r['steps_per_s']:.0f}/s), {accs}")
     dump(out, {"runs": results, "failed": bad})
-    for b in bad:
-        print("FAIL:", b)
-    return 1 if bad else 0
+    return verdict(bad)
 
 
 def recompiles(log, compiled, eager, out):
@@ -796,9 +799,7 @@ def pack(device, data_dir, out):
             cells = ", ".join(f"{c['backbone']} {c['train_loss_rel_diff']:.0e}" if "error" not in c
                               else f"{c['backbone']} ERROR" for c in row)
             print(f"{prec} {task}: loss rel diff fused vs lone: {cells}")
-    for f in failed:
-        print("FAIL:", f[:230])
-    return 1 if failed else 0
+    return verdict(failed)
 
 
 def bench_lines(*files):
@@ -948,9 +949,7 @@ def lease_report(work, logs, out, *cases):
             bad.append(f"{name}: expected slots {sorted(want)}, {min(n, slots)} held at once, "
                        f"waiting {n > slots}")
     dump(out, {"cases": res, "failed": bad})
-    for b in bad:
-        print("FAIL:", b)
-    return 1 if bad else 0
+    return verdict(bad)
 
 
 def smk_report(results, jobs_log, plan_json, device):
@@ -984,9 +983,7 @@ def smk_report(results, jobs_log, plan_json, device):
               f"(median {s['median_ratio']:.2f}); memory median {s['median_mem_ratio']:.2f}")
     except (OSError, ValueError, KeyError) as exc:
         bad.append(f"fpt plan --compare output unreadable: {exc}")
-    for b in bad:
-        print("FAIL:", b)
-    return 1 if bad else 0
+    return verdict(bad)
 
 
 if __name__ == "__main__":

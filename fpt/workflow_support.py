@@ -222,9 +222,9 @@ def write_plan(config: Mapping[str, Any], tsv: str | Path, md: str | Path, log: 
 # ---- GPUs on the machine Snakemake runs on ---------------------------------------------------
 
 
-def gpu_slots(config: Mapping[str, Any], local: bool) -> list[str] | None:
+def local_gpus(config: Mapping[str, Any], local: bool) -> list[str] | None:
     """The GPUs this machine's training jobs lease (fpt.gpu_lease: the config's `gpus`, or
-    those SLURM gave the allocation Snakemake runs in), one slot each x `runs_per_gpu`; [] on
+    those SLURM gave the allocation Snakemake runs in; each gives `runs_per_gpu` slots); [] on
     a machine without GPUs or with device cpu; None where the jobs run elsewhere (a cluster
     executor: the jobs' own GPUs come from the cluster). Counting initialises no CUDA."""
     if not local:
