@@ -37,7 +37,7 @@ JSONS = [
 ]
 
 
-@pytest.mark.slow  # ~3 min on 2 idle cores (every step trains, the smk step runs Snakemake)
+@pytest.mark.slow  # 132 s on 2 idle cores (every step trains, the smk step runs Snakemake)
 def test_gpu_check_cpu_runs_every_step_and_passes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
